@@ -1,0 +1,189 @@
+"""Classification: from what botocore saw (response or exception) to a catalog entry.
+
+Bedrock rarely uses the troubleshooting page's spelling: rest-json codes arrive in the
+``x-amzn-ErrorType`` header or the body (``ValidationException``, ``InternalServerException``...),
+and several conditions share one generic code and differ only by message. So classification looks
+at message, code, status and exception type together, in that order of specificity, using indexes
+built once from :data:`bedrock_hooks.catalog.ENTRIES`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import ENTRIES, Entry
+
+_MAX_MESSAGE = 4096  # a proxy's multi-megabyte HTML page is not worth scanning in full
+
+
+@dataclass(frozen=True)
+class ErrorFacts:
+    """What is known about one failed attempt, independent of where it was observed."""
+
+    status: int | None = None
+    code: str | None = None
+    message: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    exception: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A recognised condition: the entry plus facts parsed from this particular error."""
+
+    entry: Entry
+    facts: ErrorFacts
+    retry_after: float | None = None
+
+
+def _index(entries: Iterable[Entry]):
+    by_message: list[Entry] = []
+    by_code: dict[str, Entry] = {}
+    by_status: dict[int, Entry] = {}
+    by_exception: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.message is not None:
+            by_message.append(entry)
+        for code in entry.codes:
+            by_code.setdefault(code, entry)
+        for status in entry.statuses:
+            by_status.setdefault(status, entry)
+        for name in entry.exceptions:
+            by_exception.setdefault(name, entry)
+    return tuple(by_message), by_code, by_status, by_exception
+
+
+_BY_MESSAGE, _BY_CODE, _BY_STATUS, _BY_EXCEPTION = _index(ENTRIES)
+
+
+def facts_from_parsed(http_response: Any, parsed: Mapping[str, Any] | None,
+                      exception: BaseException | None = None) -> ErrorFacts | None:
+    """Facts from a botocore ``(http_response, parsed)`` pair; None for a success."""
+    status = getattr(http_response, "status_code", None)
+    error = (parsed or {}).get("Error") or {}
+    if status is not None and status < 300 and not error:
+        return None
+    code = error.get("QueryErrorCode") or error.get("Code") or None
+    message = error.get("Message") or error.get("message") or ""
+    headers = getattr(http_response, "headers", None) or {}
+    return ErrorFacts(status=status, code=str(code) if code else None, message=str(message)[:_MAX_MESSAGE],
+                      headers=headers, exception=exception)
+
+
+def facts_from_exception(exception: BaseException) -> ErrorFacts:
+    """Facts from an exception with no HTTP response (resets, timeouts) or a ClientError/EventStreamError."""
+    response = getattr(exception, "response", None)
+    if isinstance(response, Mapping) and response.get("Error"):
+        error = response["Error"]
+        meta = response.get("ResponseMetadata") or {}
+        return ErrorFacts(status=meta.get("HTTPStatusCode"), code=error.get("Code") or None,
+                          message=str(error.get("Message") or "")[:_MAX_MESSAGE],
+                          headers=meta.get("HTTPHeaders") or {}, exception=exception)
+    return ErrorFacts(message=str(exception)[:_MAX_MESSAGE], exception=exception)
+
+
+def classify(facts: ErrorFacts) -> Classification | None:
+    """The catalog entry for ``facts``, or None when the library does not know the error.
+
+    None means "let botocore decide": an unknown error is never made worse than plain botocore.
+    """
+    entry = _match(facts)
+    if entry is None:
+        return None
+    return Classification(entry=entry, facts=facts, retry_after=retry_after_from(facts, entry))
+
+
+def _match(facts: ErrorFacts) -> Entry | None:
+    if facts.message and (facts.code or facts.status):
+        for entry in _BY_MESSAGE:
+            if entry.message.search(facts.message):  # type: ignore[union-attr]
+                return entry
+    code = _normalise_code(facts.code) if facts.code else ""
+    if code and not code.isdigit():
+        entry = _BY_CODE.get(code)
+        if entry is not None:
+            return entry
+    if facts.status in _BY_STATUS and (not code or code.isdigit() or facts.status in _SERVER_SIDE):
+        return _BY_STATUS[facts.status]
+    if facts.exception is not None and facts.status is None:
+        for cls in type(facts.exception).__mro__:
+            entry = _BY_EXCEPTION.get(cls.__name__)
+            if entry is not None:
+                return entry
+    return None
+
+
+# Statuses that mean the same thing whatever code accompanies them. A 400 or 403 with a code the
+# catalog does not know is left to botocore, which may know it as transient (e.g. RequestTimeout).
+_SERVER_SIDE = frozenset({429, 500, 502, 503, 504})
+
+
+def _normalise_code(code: str) -> str:
+    """``ThrottlingException:http://internal.amazon.com/coral/...`` and ``throttlingException`` alike."""
+    code = code.split(":", 1)[0].split("#")[-1].strip()
+    return code.lower()
+
+
+_WAIT = re.compile(
+    r"(?:try|retry)\b[^.]{0,60}?\b(?:in|after)\s+(?:about\s+|approximately\s+)?(\d+(?:\.\d+)?)\s*"
+    r"(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h)\b",
+    re.IGNORECASE,
+)
+_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_wait(message: str) -> float | None:
+    """Seconds stated in a message such as "try again after 15 minutes" (None if none is stated)."""
+    match = _WAIT.search(message or "")
+    if not match:
+        return None
+    return float(match.group(1)) * _UNIT[match.group(2)[0].lower()]
+
+
+def parse_retry_after_header(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds or as an HTTP date; None when absent or unusable."""
+    raw = _header(headers, "retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def retry_after_from(facts: ErrorFacts, entry: Entry) -> float | None:
+    """The wait the server asked for (header, then message), else the entry's documented wait."""
+    stated = parse_retry_after_header(facts.headers)
+    if stated is None:
+        stated = parse_wait(facts.message)
+    if stated is None:
+        stated = entry.retry_after
+    return stated
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    try:
+        value = headers.get(name)
+        if value is None:
+            for key, candidate in headers.items():
+                if str(key).lower() == name:
+                    return str(candidate)
+        return None if value is None else str(value)
+    except Exception:
+        return None
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup that tolerates any mapping botocore or a test hands us."""
+    return _header(headers, name.lower())

@@ -1,0 +1,273 @@
+"""The event handlers one Bedrock client carries, and their attachment to its event emitter.
+
+Per client, :class:`ClientHooks` registers:
+
+* ``needs-retry.<service>`` in botocore's own ``retry-config-<service>`` slot: the catalog decides
+  known errors; unknown errors and successes are handed to botocore's original retry handler
+  (legacy, standard or adaptive), which therefore keeps its quota and rate bookkeeping.
+* ``after-call.<service>`` / ``after-call-error.<service>``: the hint on a final failure.
+* ``before-sign.<service>`` / ``before-send.<service>``: arm and disarm a measured clock correction.
+
+Nothing wraps the client: detaching restores botocore's own handler in its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import remedies
+from .catalog import Decision, Remedy
+from .classify import Classification, classify, facts_from_exception, facts_from_parsed
+from .config import Settings
+from .hints import HintFacts, append_hint, build_info, hint_line
+from .policy import RetryPolicy, Verdict
+from .safety import report_failure
+
+logger = logging.getLogger("bedrock_hooks.retry")
+
+STATE_KEY = "bedrock_hooks"
+_DELEGATE = object()
+
+
+@dataclass
+class CallState:
+    """What one API call has been through, kept in botocore's per-call ``context`` dict."""
+
+    first_failure: float | None = None
+    reconnected: bool = False
+    remedy_used: bool = False
+    classification: Classification | None = None
+    verdict: Verdict | None = None
+    attempts: int = 0
+    clock_skew: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Injectable time and randomness: tests drive retries without sleeping."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    wall: Callable[[], float] = time.time
+    rng: random.Random | None = None
+
+
+def _raw_emitter(events: Any) -> Any:
+    """botocore wraps its HierarchicalEmitter in an EventAliaser; unique ids live on the inner one."""
+    while hasattr(events, "_emitter"):
+        events = events._emitter
+    return events
+
+
+def botocore_retry_handler(events: Any, service: str) -> Callable[..., Any] | None:
+    """The handler botocore registered in the ``retry-config-<service>`` slot, if any."""
+    slot = getattr(_raw_emitter(events), "_unique_id_handlers", {}).get(f"retry-config-{service}")
+    return slot.get("handler") if slot else None
+
+
+class ClientHooks:
+    """Everything bedrock-hooks registers on one client, and how to take it off again."""
+
+    def __init__(self, client: Any, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime or Runtime()
+        self.service = client.meta.service_model.service_id.hyphenize()
+        self.events = client.meta.events
+        self._signer = getattr(client, "_request_signer", None)
+        retries = getattr(client.meta.config, "retries", None) or {}
+        self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
+        self.clock_offset = 0.0
+        self._botocore_retry: Callable[..., Any] | None = None
+        self._registered: list[tuple[str, Callable[..., Any], str]] = []
+
+    # -- attachment -----------------------------------------------------------------------------
+    def attach(self) -> None:
+        svc = self.service
+        if self.settings.retry:
+            slot = f"retry-config-{svc}"
+            self._botocore_retry = botocore_retry_handler(self.events, svc)
+            if self._botocore_retry is not None:
+                self.events.unregister(f"needs-retry.{svc}", unique_id=slot)
+            self._register(f"needs-retry.{svc}", self.on_needs_retry, slot, first=True)
+            if self.settings.fix_clock_skew:
+                self._register(f"before-sign.{svc}", self.on_before_sign, f"bedrock-hooks-sign-{svc}")
+                self._register(f"before-send.{svc}", self.on_before_send, f"bedrock-hooks-send-{svc}")
+        if self.settings.hints:
+            self._register(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
+            self._register(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
+
+    def detach(self) -> None:
+        for event, handler, unique_id in reversed(self._registered):
+            self.events.unregister(event, handler, unique_id=unique_id)
+        self._registered.clear()
+        if self._botocore_retry is not None:
+            self.events.register(f"needs-retry.{self.service}", self._botocore_retry,
+                                 unique_id=f"retry-config-{self.service}")
+            self._botocore_retry = None
+
+    def _register(self, event: str, handler: Callable[..., Any], unique_id: str, first: bool = False) -> None:
+        register = self.events.register_first if first else self.events.register
+        register(event, handler, unique_id=unique_id)
+        self._registered.append((event, handler, unique_id))
+
+    # -- needs-retry ----------------------------------------------------------------------------
+    def on_needs_retry(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,
+                       request_dict: dict[str, Any] | None = None, **kwargs: Any) -> float | None:
+        """Decide known Bedrock errors; delegate everything else to botocore's own handler."""
+        try:
+            verdict = self._decide(response, attempts, caught_exception, request_dict)
+        except Exception as exc:
+            report_failure("needs-retry", exc)
+            verdict = _DELEGATE
+        if verdict is _DELEGATE:
+            if self._botocore_retry is None:
+                return None
+            return self._botocore_retry(response=response, attempts=attempts, caught_exception=caught_exception,
+                                        request_dict=request_dict, **kwargs)
+        if not verdict.retry:
+            return None
+        if verdict.delay > 0:
+            self.runtime.sleep(verdict.delay)
+        return 0  # botocore retries on any non-None answer and sleeps it: we already slept
+
+    def _decide(self, response: Any, attempts: int, caught_exception: BaseException | None,
+                request_dict: dict[str, Any] | None) -> Any:
+        if response is not None:
+            facts = facts_from_parsed(response[0], response[1], caught_exception)
+        elif caught_exception is not None:
+            facts = facts_from_exception(caught_exception)
+        else:
+            facts = None
+        if facts is None:
+            return _DELEGATE
+        classification = classify(facts)
+        context = (request_dict or {}).get("context")
+        state = _state(context)
+        state.attempts = attempts
+        state.classification = classification
+        if classification is None:
+            state.verdict = None
+            return _DELEGATE
+        now = self.runtime.clock()
+        if state.first_failure is None:
+            state.first_failure = now
+        entry = classification.entry
+        remedy_ready = False
+        if entry.decision is Decision.FIX_AND_RETRY and not state.remedy_used:
+            remedy_ready = self._apply_remedy(classification, state)
+        verdict = self.policy.decide(classification, attempts, now - state.first_failure,
+                                     reconnected=state.reconnected, remedy_ready=remedy_ready,
+                                     remedy_used=state.remedy_used, rng=self.runtime.rng)
+        state.verdict = verdict
+        if verdict.reason == "remedy":
+            state.remedy_used = True
+        elif verdict.reason == "reconnect":
+            state.reconnected = True
+        elif verdict.reason in ("max-attempts", "deadline") and response is not None:
+            metadata = response[1].setdefault("ResponseMetadata", {}) if isinstance(response[1], dict) else {}
+            metadata["MaxAttemptsReached"] = True
+        logger.debug("bedrock-hooks: %s attempt %d -> %s (%s, %.3fs)", entry.name, attempts,
+                     "retry" if verdict.retry else "stop", verdict.reason, verdict.delay)
+        return verdict
+
+    def _apply_remedy(self, classification: Classification, state: CallState) -> bool:
+        entry = classification.entry
+        if entry.remedy is Remedy.CLOCK_SKEW:
+            if not self.settings.fix_clock_skew:
+                return False
+            skew = remedies.measure_skew(classification.facts.headers, self.runtime.wall())
+            if skew is None:
+                state.notes.append("No Date header in the response: the clock skew could not be measured.")
+                return False
+            state.clock_skew = skew
+            if not remedies.enable_clock_patch():
+                return False
+            self.clock_offset = skew
+            state.notes.append(f"bedrock-hooks corrected this client's signing clock by {skew:+.0f}s and retried once.")
+            return True
+        if entry.remedy is Remedy.REFRESH_CREDENTIALS:
+            if not self.settings.refresh_credentials:
+                return False
+            credentials = getattr(self._signer, "_credentials", None)
+            if remedies.refresh_credentials(credentials):
+                state.notes.append("bedrock-hooks forced a credential refresh and retried once.")
+                return True
+            state.notes.append("These credentials cannot refresh themselves (static keys or session token).")
+        return False
+
+    # -- signing clock ----------------------------------------------------------------------------
+    def on_before_sign(self, **kwargs: Any) -> None:
+        if self.clock_offset:
+            remedies.arm_signing_offset(self.clock_offset)
+
+    def on_before_send(self, **kwargs: Any) -> None:
+        if self.clock_offset:
+            remedies.disarm_signing_offset()
+
+    # -- hints ------------------------------------------------------------------------------------
+    def on_after_call(self, http_response: Any = None, parsed: Any = None, context: Any = None, **kwargs: Any) -> None:
+        try:
+            if http_response is None or getattr(http_response, "status_code", 200) < 300 or not isinstance(parsed, dict):
+                return
+            facts = facts_from_parsed(http_response, parsed)
+            classification = classify(facts) if facts else None
+            if classification is None:
+                return
+            info = build_info(classification, self._hint_facts(context))
+            parsed["BedrockHooks"] = info
+            error = parsed.setdefault("Error", {})
+            error["Message"] = append_hint(str(error.get("Message") or ""), hint_line(info))
+        except Exception as exc:
+            report_failure("after-call", exc)
+
+    def on_after_call_error(self, exception: BaseException | None = None, context: Any = None, **kwargs: Any) -> None:
+        try:
+            if exception is None or getattr(exception, "bedrock_hooks", None) is not None:
+                return
+            classification = classify(facts_from_exception(exception))
+            if classification is None:
+                return
+            info = build_info(classification, self._hint_facts(context))
+            exception.bedrock_hooks = info  # type: ignore[attr-defined]
+            if exception.args and isinstance(exception.args[0], str):
+                exception.args = (append_hint(exception.args[0], hint_line(info)), *exception.args[1:])
+        except Exception as exc:
+            report_failure("after-call-error", exc)
+
+    def _hint_facts(self, context: Any) -> HintFacts:
+        state = context.get(STATE_KEY) if isinstance(context, dict) else None
+        retries = context.get("retries") if isinstance(context, dict) else None
+        attempts = (retries or {}).get("attempt") or (state.attempts if state else None)
+        facts = HintFacts(attempts=attempts)
+        if state is not None:
+            facts.reason = state.verdict.reason if state.verdict else None
+            facts.clock_skew = state.clock_skew
+            facts.notes = list(state.notes)
+        credentials = getattr(self._signer, "_credentials", None)
+        facts.credential_source = remedies.credential_source(credentials)
+        facts.botocore_version = _botocore_version()
+        return facts
+
+
+def _state(context: Any) -> CallState:
+    if not isinstance(context, dict):
+        return CallState()
+    state = context.get(STATE_KEY)
+    if not isinstance(state, CallState):
+        state = context[STATE_KEY] = CallState()
+    return state
+
+
+def _botocore_version() -> str | None:
+    try:
+        import botocore
+
+        return botocore.__version__
+    except Exception:
+        return None

@@ -1,0 +1,87 @@
+"""Hints: turn a final failure into a message that says what to do.
+
+The hint is one line appended to the error message, plus a ``BedrockHooks`` dict in the error
+response for programs. Facts are added where they are at hand (measured clock skew, the credential
+*source* botocore used, the botocore version); secrets never are: nothing here reads a key, token
+or header value other than ``Date``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import Decision
+from .classify import Classification
+
+PREFIX = "[bedrock-hooks]"
+_MAX_LINE = 400
+
+
+@dataclass
+class HintFacts:
+    """Call-specific facts a hint may mention; every field is optional."""
+
+    attempts: int | None = None
+    reason: str | None = None
+    clock_skew: float | None = None
+    credential_source: str | None = None
+    botocore_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def build_info(classification: Classification, facts: HintFacts) -> dict[str, Any]:
+    """The ``BedrockHooks`` dict: stable keys documented in the README."""
+    entry = classification.entry
+    info: dict[str, Any] = {
+        "entry": entry.name,
+        "decision": entry.decision.value,
+        "retryable": entry.retryable,
+        "retry_after": classification.retry_after if entry.decision is not Decision.FAIL else None,
+        "attempts": facts.attempts,
+        "cause": entry.cause,
+        "solution": list(entry.solution),
+    }
+    if facts.reason:
+        info["stopped_because"] = facts.reason
+    details = {}
+    if facts.clock_skew is not None:
+        details["clock_skew_seconds"] = round(facts.clock_skew, 3)
+    if facts.credential_source and "credentials" in entry.fields:
+        details["credential_source"] = facts.credential_source
+    if facts.botocore_version and "botocore" in entry.fields:
+        details["botocore_version"] = facts.botocore_version
+    if facts.notes:
+        details["notes"] = list(facts.notes)
+    if details:
+        info["details"] = details
+    return info
+
+
+def hint_line(info: dict[str, Any]) -> str:
+    """One short line: entry, cause, first solution step, and the most telling fact."""
+    parts = [f"{PREFIX} {info['entry']} ({info['decision']}): {info['cause']}"]
+    solution = info.get("solution") or []
+    if solution:
+        parts.append(f"Fix: {solution[0]}")
+    details = info.get("details") or {}
+    if "clock_skew_seconds" in details:
+        skew = details["clock_skew_seconds"]
+        parts.append(f"Measured clock skew: local clock is {abs(skew):.0f}s {'behind' if skew > 0 else 'ahead of'} AWS.")
+    if "credential_source" in details:
+        parts.append(f"Credentials came from: {details['credential_source']}.")
+    if "botocore_version" in details:
+        parts.append(f"botocore {details['botocore_version']}.")
+    if info.get("retry_after"):
+        parts.append(f"Retry after ~{info['retry_after']:.0f}s.")
+    for note in details.get("notes", ()):
+        parts.append(note)
+    line = " ".join(parts)
+    return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 3] + "..."
+
+
+def append_hint(message: str, line: str) -> str:
+    """Append the hint once: a message that already carries one is returned unchanged."""
+    if PREFIX in (message or ""):
+        return message
+    return f"{message}\n{line}" if message else line

@@ -1,0 +1,119 @@
+"""Remedies for ``fix-and-retry`` entries: correct the signing clock, refresh credentials.
+
+Clock skew. SigV4 takes its timestamp from ``botocore.auth.get_current_datetime()`` and no event
+lets a handler change it, so the correction needs one small patch. It is applied lazily (only after
+a skew has actually been measured), shifts the time only for the one signature that a corrected
+client's ``before-sign`` handler armed (a context variable, cleared again on ``before-send``), and
+is removed by :func:`disable_clock_patch` on uninstall.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import email.utils
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .classify import header
+
+logger = logging.getLogger("bedrock_hooks.remedies")
+
+#: Seconds to add to the next SigV4 timestamp taken in this context (0.0: none armed).
+_signing_offset: contextvars.ContextVar[float] = contextvars.ContextVar("bedrock_hooks_signing_offset", default=0.0)
+_patch_lock = threading.Lock()
+_original_get_current_datetime: Any = None
+
+
+def measure_skew(headers: Mapping[str, str], received_at: float | None = None) -> float | None:
+    """Server time minus local time in seconds, from the response's ``Date`` header (None if absent)."""
+    raw = header(headers, "date")
+    if not raw:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=datetime.timezone.utc)
+    local = time.time() if received_at is None else received_at
+    return server.timestamp() - local
+
+
+def _corrected_get_current_datetime(remove_tzinfo: bool = True) -> datetime.datetime:
+    now = _original_get_current_datetime(remove_tzinfo)
+    offset = _signing_offset.get()
+    if offset:
+        _signing_offset.set(0.0)
+        now = now + datetime.timedelta(seconds=offset)
+    return now
+
+
+def enable_clock_patch() -> bool:
+    """Install the signing-time patch once per process; False if this botocore has no hook point."""
+    global _original_get_current_datetime
+    with _patch_lock:
+        if _original_get_current_datetime is not None:
+            return True
+        try:
+            import botocore.auth
+        except ImportError:
+            return False
+        original = getattr(botocore.auth, "get_current_datetime", None)
+        if original is None:
+            logger.warning("bedrock-hooks: this botocore signs without get_current_datetime; "
+                           "clock-skew correction is unavailable")
+            return False
+        _original_get_current_datetime = original
+        botocore.auth.get_current_datetime = _corrected_get_current_datetime
+        return True
+
+
+def disable_clock_patch() -> None:
+    """Restore botocore's own ``get_current_datetime`` (idempotent)."""
+    global _original_get_current_datetime
+    with _patch_lock:
+        if _original_get_current_datetime is None:
+            return
+        import botocore.auth
+
+        if botocore.auth.get_current_datetime is _corrected_get_current_datetime:
+            botocore.auth.get_current_datetime = _original_get_current_datetime
+        _original_get_current_datetime = None
+
+
+def clock_patch_active() -> bool:
+    return _original_get_current_datetime is not None
+
+
+def arm_signing_offset(offset: float) -> None:
+    """Make the next signature in this context use ``now + offset`` (called from ``before-sign``)."""
+    _signing_offset.set(offset)
+
+
+def disarm_signing_offset() -> None:
+    """Clear an unused offset (called from ``before-send``) so it can never leak to another client."""
+    if _signing_offset.get():
+        _signing_offset.set(0.0)
+
+
+def credential_source(credentials: Any) -> str | None:
+    """Where botocore found the credentials (``env``, ``iam-role``, ``sso``...): never the secret."""
+    method = getattr(credentials, "method", None)
+    return str(method) if method else None
+
+
+def refresh_credentials(credentials: Any) -> bool:
+    """Force a refresh of refreshable credentials; False when they cannot refresh (static keys)."""
+    refresh = getattr(credentials, "_protected_refresh", None)
+    if refresh is None or getattr(credentials, "_refresh_using", None) is None:
+        return False
+    try:
+        refresh(is_mandatory=True)
+        return True
+    except Exception as exc:  # a failed refresh is reported by the hint, not raised here
+        logger.warning("bedrock-hooks: credential refresh failed: %s", type(exc).__name__)
+        return False
