@@ -5,7 +5,7 @@
 """
 
 from .catalog import ENTRIES, Decision, Entry
-from .classify import Classification, ErrorFacts, classify
+from .classification import Classification, ErrorFacts, classify
 from .config import OPTIONS, Settings, load_settings
 from .handlers import Runtime
 from .install import Installation, install, install_global, installation_for, uninstall

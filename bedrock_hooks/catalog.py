@@ -43,7 +43,7 @@ class Remedy(str, Enum):
 
 
 def _codes(*names: str) -> frozenset[str]:
-    return frozenset(n.lower() for n in names)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Entry:
 
     Each recogniser identifies the entry on its own, most specific first: ``message`` (a
     case-insensitive regular expression searched in the error message, whatever the code), then
-    ``codes`` (error codes, compared case-insensitively), then ``statuses`` (HTTP statuses, used only
+    ``codes`` (error codes as AWS spells them; compared case-insensitively), then ``statuses`` (HTTP statuses, used only
     when the code is unknown), then ``exceptions`` (botocore/urllib3 exception class names, matched
     along the MRO, for failures that produced no response).
     """
@@ -213,11 +213,10 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(
         name="MarketplaceSubscribePermissionMissing",
         status=403,
-        cause="The IAM principal may not perform the AWS Marketplace actions (aws-marketplace:Subscribe, "
-              "aws-marketplace:ViewSubscriptions) needed the first time this model is used in the account.",
+        cause="The caller lacks the AWS Marketplace permissions needed to enable this model on first use.",
         solution=(
-            "Grant aws-marketplace:Subscribe and aws-marketplace:ViewSubscriptions to the caller (or have an "
-            "administrator invoke the model once), then retry after the stated wait.",
+            "Grant aws-marketplace:Subscribe and aws-marketplace:ViewSubscriptions (or have an admin invoke the "
+            "model once), then retry after the stated wait.",
         ),
         decision=Decision.FAIL,
         message=_re(r"aws-marketplace:(Subscribe|ViewSubscriptions)|required AWS Marketplace actions"),

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import remedies
 from .catalog import Decision, Remedy
-from .classify import Classification, classify, facts_from_exception, facts_from_parsed
+from .classification import Classification, classify, facts_from_exception, facts_from_parsed
 from .config import Settings
 from .hints import HintFacts, append_hint, build_info, hint_line
 from .policy import RetryPolicy, Verdict

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Decision
-from .classify import Classification
+from .classification import Classification
 
 PREFIX = "[bedrock-hooks]"
-_MAX_LINE = 400
+_MAX_LINE = 500
 
 
 @dataclass
@@ -74,10 +74,14 @@ def hint_line(info: dict[str, Any]) -> str:
         parts.append(f"botocore {details['botocore_version']}.")
     if info.get("retry_after"):
         parts.append(f"Retry after ~{info['retry_after']:.0f}s.")
-    for note in details.get("notes", ()):
-        parts.append(note)
-    line = " ".join(parts)
-    return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 3] + "..."
+    parts.extend(details.get("notes", ()))
+    # Entry, cause and first step always stand in full; the extras are added while the line stays short.
+    line = " ".join(parts[:2])
+    for extra in parts[2:]:
+        if len(line) + 1 + len(extra) > _MAX_LINE:
+            break
+        line = f"{line} {extra}"
+    return line
 
 
 def append_hint(message: str, line: str) -> str:

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from .catalog import Backoff, Decision, Entry
-from .classify import Classification
+from .classification import Classification
 from .config import Settings
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .classify import header
+from .classification import header
 
 logger = logging.getLogger("bedrock_hooks.remedies")
 

@@ -50,7 +50,7 @@ def _index(entries: Iterable[Entry]):
         if entry.message is not None:
             by_message.append(entry)
         for code in entry.codes:
-            by_code.setdefault(code, entry)
+            by_code.setdefault(code.lower(), entry)
         for status in entry.statuses:
             by_status.setdefault(status, entry)
         for name in entry.exceptions:

@@ -1,0 +1,32 @@
+"""README.md must stay true: its tables are the ones generated from the data, its commands exist."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+from bedrock_hooks.reference import catalog_table, env_table
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_env_table_is_current():
+    assert env_table() in README
+
+
+def test_catalog_table_is_current():
+    assert catalog_table() in README
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = [line for line in ci.splitlines() if line.startswith("python -m pytest")]
+    assert command == ["python -m pytest -q"]
+    assert "```bash\npython -m pytest -q\n```" in README
+
+
+def test_linked_files_exist():
+    for link in re.findall(r"\]\(([^)#]+)\)", README):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), link
