@@ -13,6 +13,7 @@ Nothing wraps the client: detaching restores botocore's own handler in its slot.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ from . import remedies
 from .catalog import Decision, Remedy
 from .classification import Classification, classify, facts_from_exception, facts_from_parsed
 from .config import Settings
-from .hints import HintFacts, append_hint, build_info, hint_line
+from .hints import HintFacts, annotate_exception, append_hint, build_info, hint_line
 from .policy import RetryPolicy, Verdict
 from .safety import report_failure
 
@@ -32,6 +33,10 @@ logger = logging.getLogger("bedrock_hooks.retry")
 
 STATE_KEY = "bedrock_hooks"
 _DELEGATE = object()
+
+#: Set while a stream is re-issued, so the new call shares the failed call's attempt and deadline budget.
+INHERITED_STATE: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("bedrock_hooks_inherited",
+                                                                                   default=None)
 
 
 @dataclass
@@ -43,7 +48,8 @@ class CallState:
     remedy_used: bool = False
     classification: Classification | None = None
     verdict: Verdict | None = None
-    attempts: int = 0
+    attempts: int = 0  #: attempts made so far, across re-issues of a stream
+    attempt_offset: int = 0  #: attempts spent before this HTTP call (a re-issued stream inherits them)
     clock_skew: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -148,7 +154,8 @@ class ClientHooks:
             return _DELEGATE
         classification = classify(facts)
         context = (request_dict or {}).get("context")
-        state = _state(context)
+        state = call_state(context)
+        attempts += state.attempt_offset
         state.attempts = attempts
         state.classification = classification
         if classification is None:
@@ -233,17 +240,14 @@ class ClientHooks:
             classification = classify(facts_from_exception(exception))
             if classification is None:
                 return
-            info = build_info(classification, self._hint_facts(context))
-            exception.bedrock_hooks = info  # type: ignore[attr-defined]
-            if exception.args and isinstance(exception.args[0], str):
-                exception.args = (append_hint(exception.args[0], hint_line(info)), *exception.args[1:])
+            annotate_exception(exception, build_info(classification, self._hint_facts(context)))
         except Exception as exc:
             report_failure("after-call-error", exc)
 
     def _hint_facts(self, context: Any) -> HintFacts:
         state = context.get(STATE_KEY) if isinstance(context, dict) else None
         retries = context.get("retries") if isinstance(context, dict) else None
-        attempts = (retries or {}).get("attempt") or (state.attempts if state else None)
+        attempts = (state.attempts if state and state.attempts else None) or (retries or {}).get("attempt")
         facts = HintFacts(attempts=attempts)
         if state is not None:
             facts.reason = state.verdict.reason if state.verdict else None
@@ -255,12 +259,13 @@ class ClientHooks:
         return facts
 
 
-def _state(context: Any) -> CallState:
+def call_state(context: Any) -> CallState:
+    """The call's state in botocore's per-call context (inherited from a failed stream when re-issuing)."""
     if not isinstance(context, dict):
         return CallState()
     state = context.get(STATE_KEY)
     if not isinstance(state, CallState):
-        state = context[STATE_KEY] = CallState()
+        state = context[STATE_KEY] = INHERITED_STATE.get() or CallState()
     return state
 
 

@@ -89,3 +89,21 @@ def append_hint(message: str, line: str) -> str:
     if PREFIX in (message or ""):
         return message
     return f"{message}\n{line}" if message else line
+
+
+def annotate_exception(exception: BaseException, info: dict[str, Any]) -> None:
+    """Attach ``info`` to an exception the application is about to see, and append the hint line.
+
+    A ``ClientError`` (including ``EventStreamError``) gets ``response["BedrockHooks"]``; every
+    exception gets ``exception.bedrock_hooks``; the message (``args[0]``) gains the hint line once.
+    """
+    line = hint_line(info)
+    exception.bedrock_hooks = info  # type: ignore[attr-defined]
+    response = getattr(exception, "response", None)
+    if isinstance(response, dict):
+        response["BedrockHooks"] = info
+        error = response.get("Error")
+        if isinstance(error, dict):
+            error["Message"] = append_hint(str(error.get("Message") or ""), line)
+    if exception.args and isinstance(exception.args[0], str):
+        exception.args = (append_hint(exception.args[0], line), *exception.args[1:])

@@ -1,0 +1,321 @@
+"""Streaming calls: decisions and hints for errors that arrive *inside* an event stream.
+
+Bedrock can answer ``200`` and then send an exception frame (``throttlingException``,
+``modelStreamErrorException``...) while the application iterates; botocore raises
+``EventStreamError`` and never retries it (botocore issue 3126), and a reset or a stall between
+chunks surfaces as a raw urllib3 ``ProtocolError`` / ``ReadTimeoutError``.
+
+On ``after-call`` of a streaming operation the response's event stream is replaced by a
+:class:`RecoveringEventStream` (an ``EventStream`` subclass, so ``isinstance`` checks still hold).
+While iterating it classifies a failure with the same catalog as everything else and:
+
+* before any content event reached the application, when the entry is retryable, the policy allows
+  it and ``BEDROCK_HOOKS_STREAM_RETRY`` is on: sleeps the backoff, re-issues the call with the same
+  parameters (sharing the attempt and deadline budget), skips the preamble events the application
+  already saw (``messageStart``) and continues, so the application sees one clean stream;
+* otherwise raises the original exception, carrying the hint line and ``BedrockHooks`` info.
+
+Re-issuing is limited to read-only inference operations (:data:`RECOVERABLE`): an agent stream
+may have run tools with side effects and is only annotated, never re-issued.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import json
+import logging
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.eventstream import EventStream
+from botocore.exceptions import EventStreamError
+
+from .catalog import Decision
+from .classification import Classification, classify, facts_from_exception
+from .config import Settings
+from .handlers import INHERITED_STATE, CallState, Runtime, call_state
+from .hints import HintFacts, annotate_exception, build_info
+from .policy import RetryPolicy
+from .safety import report_failure
+
+logger = logging.getLogger("bedrock_hooks.streaming")
+
+#: (service, operation) pairs whose streams are safe to re-issue: pure inference, no side effects.
+RECOVERABLE = frozenset({("bedrock-runtime", "ConverseStream"), ("bedrock-runtime", "InvokeModelWithResponseStream")})
+#: Event types that carry no model output: seeing them does not make a re-issue unsafe.
+PREAMBLE_EVENTS = frozenset({"messageStart"})
+_PARAMS_KEY = "bedrock_hooks_stream_params"
+_reissuing: contextvars.ContextVar[bool] = contextvars.ContextVar("bedrock_hooks_reissuing", default=False)
+
+
+def event_stream_member(operation_model: Any) -> str | None:
+    """The output member that holds the event stream (``stream`` for Converse, ``body`` for Invoke)."""
+    shape = operation_model.get_event_stream_output()
+    if shape is None:
+        return None
+    for name, member in operation_model.output_shape.members.items():
+        if member is shape or member.name == shape.name:
+            return name
+    return None
+
+
+class StreamHooks:
+    """The per-client feature: capture parameters, wrap event streams in responses."""
+
+    def __init__(self, client: Any, settings: Settings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.service = client.meta.service_model.service_id.hyphenize()
+        self.service_name = client.meta.service_model.service_name
+        self.events = client.meta.events
+        self._client = weakref.ref(client)
+        retries = getattr(client.meta.config, "retries", None) or {}
+        self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
+        self.read_timeout = getattr(client.meta.config, "read_timeout", None)
+        self._registered: list[tuple[str, Any, str]] = []
+
+    def attach(self) -> None:
+        svc = self.service
+        self._register(f"before-parameter-build.{svc}", self.on_before_parameter_build, f"bedrock-hooks-params-{svc}")
+        self._register(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-stream-{svc}")
+
+    def detach(self) -> None:
+        for event, handler, unique_id in reversed(self._registered):
+            self.events.unregister(event, handler, unique_id=unique_id)
+        self._registered.clear()
+
+    def _register(self, event: str, handler: Any, unique_id: str) -> None:
+        self.events.register(event, handler, unique_id=unique_id)
+        self._registered.append((event, handler, unique_id))
+
+    def recoverable(self, operation_name: str) -> bool:
+        return self.settings.stream_retry and (self.service_name, operation_name) in RECOVERABLE
+
+    def on_before_parameter_build(self, params: Any = None, model: Any = None, context: Any = None,
+                                  **kwargs: Any) -> None:
+        """Keep the caller's parameters of a recoverable stream call, to re-issue it if it fails."""
+        try:
+            if model is not None and self.recoverable(model.name) and isinstance(context, dict):
+                context[_PARAMS_KEY] = copy.copy(params)
+        except Exception as exc:
+            report_failure("before-parameter-build", exc)
+
+    def on_after_call(self, http_response: Any = None, parsed: Any = None, model: Any = None, context: Any = None,
+                      **kwargs: Any) -> None:
+        try:
+            if _reissuing.get() or not isinstance(parsed, dict) or model is None:
+                return
+            if getattr(http_response, "status_code", 500) >= 300:
+                return
+            member = event_stream_member(model)
+            inner = parsed.get(member) if member else None
+            if not isinstance(inner, EventStream) or isinstance(inner, RecoveringEventStream):
+                return
+            parsed[member] = RecoveringEventStream(inner, _StreamCall(self, model.name, member, parsed, context))
+        except Exception as exc:
+            report_failure("after-call (stream)", exc)
+
+
+class _StreamCall:
+    """One streaming call: its budget, and how to re-issue it."""
+
+    def __init__(self, hooks: StreamHooks, operation: str, member: str, response: dict[str, Any],
+                 context: Any) -> None:
+        self.hooks = hooks
+        self.operation = operation
+        self.member = member
+        self.response = response
+        self.params = context.get(_PARAMS_KEY) if isinstance(context, dict) else None
+        self.state: CallState = call_state(context)
+        retries = context.get("retries") if isinstance(context, dict) else None
+        self.state.attempts = max(self.state.attempts, int((retries or {}).get("attempt") or 1))
+
+    def recover(self, exc: BaseException, content_delivered: bool) -> EventStream | None:
+        """A new inner stream to continue with, or None after annotating ``exc`` for the application."""
+        classification = classify(facts_from_exception(exc))
+        if classification is None:
+            return None
+        reason = self._refusal(classification, content_delivered)
+        if reason is None:
+            verdict = self._verdict(classification)
+            if verdict.retry:
+                stream = self._reissue(verdict.delay, classification)
+                if stream is not None:
+                    return stream
+                reason = "reissue-failed"
+            else:
+                reason = verdict.reason
+        self._annotate(exc, classification, reason)
+        return None
+
+    def _refusal(self, classification: Classification, content_delivered: bool) -> str | None:
+        if content_delivered:
+            return "content-delivered"
+        if not self.hooks.recoverable(self.operation) or self.params is None:
+            return "not-recoverable"
+        if classification.entry.decision is not Decision.RETRY:
+            return classification.entry.decision.value
+        return None
+
+    def _verdict(self, classification: Classification):
+        state = self.state
+        now = self.hooks.runtime.clock()
+        if state.first_failure is None:
+            state.first_failure = now
+        verdict = self.hooks.policy.decide(classification, state.attempts, now - state.first_failure,
+                                           reconnected=state.reconnected, rng=self.hooks.runtime.rng)
+        if verdict.reason == "reconnect":
+            state.reconnected = True
+        state.verdict = verdict
+        return verdict
+
+    def _reissue(self, delay: float, classification: Classification) -> EventStream | None:
+        client = self.hooks._client()
+        if client is None:
+            return None
+        if delay > 0:
+            self.hooks.runtime.sleep(delay)
+        logger.info("bedrock-hooks: %s failed before any content (%s); re-issuing (attempt %d)",
+                    self.operation, classification.entry.name, self.state.attempts + 1)
+        self.state.attempt_offset = self.state.attempts
+        token_state, token_flag = INHERITED_STATE.set(self.state), _reissuing.set(True)
+        try:
+            response = _method(client, self.operation)(**self.params)
+        except Exception as exc:  # the new call failed before streaming: that error is what the app sees
+            logger.info("bedrock-hooks: re-issued %s failed: %s", self.operation, type(exc).__name__)
+            raise
+        finally:
+            INHERITED_STATE.reset(token_state)
+            _reissuing.reset(token_flag)
+        retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        self.state.attempts += 1 + int(retries or 0)
+        self.response.setdefault("ResponseMetadata", {})["RetryAttempts"] = self.state.attempts - 1
+        stream = response.get(self.member)
+        return stream if isinstance(stream, EventStream) else None
+
+    def _annotate(self, exc: BaseException, classification: Classification, reason: str) -> None:
+        if not self.hooks.settings.hints:
+            return
+        facts = HintFacts(attempts=self.state.attempts, reason=reason)
+        if classification.entry.name == "ReadTimeout":
+            facts.notes.append(
+                f"The timeout that fired: Config(read_timeout={self.hooks.read_timeout}), the client's limit between "
+                f"two stream chunks; raise it for long generations.")
+        if reason == "content-delivered" and classification.entry.retryable:
+            facts.notes.append("Not re-issued: part of the answer was already delivered; re-issuing would duplicate it.")
+        annotate_exception(exc, build_info(classification, facts))
+
+
+def _method(client: Any, operation: str) -> Any:
+    """The client method for an API operation name (``ConverseStream`` -> ``converse_stream``)."""
+    from botocore import xform_name
+
+    return getattr(client, xform_name(operation))
+
+
+class RecoveringEventStream(EventStream):
+    """An ``EventStream`` that can continue on a re-issued call while nothing was delivered yet."""
+
+    def __init__(self, inner: EventStream, call: _StreamCall) -> None:  # noqa: D107 - no super(): no 2nd reader
+        self._inner = inner
+        self._call = call
+        self._raw_stream = inner._raw_stream
+        self._output_shape = inner._output_shape
+        self._operation_name = inner._operation_name
+        self._parser = inner._parser
+        self._event_generator = inner._event_generator
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        content_delivered = False
+        seen_preamble: set[str] = set()
+        skip: frozenset[str] = frozenset()
+        while True:
+            try:
+                for event in _events(self._inner):
+                    kind = next(iter(event), "")
+                    if not content_delivered and kind in skip:
+                        continue
+                    if kind in PREAMBLE_EVENTS:
+                        seen_preamble.add(kind)
+                    else:
+                        content_delivered = True
+                    yield event
+                return
+            except Exception as exc:
+                replacement = self._recover(exc, content_delivered)
+                if replacement is None:
+                    raise
+                self._close_quietly()
+                self._inner = replacement
+                self._raw_stream = replacement._raw_stream
+                skip = frozenset(seen_preamble)
+
+    def _recover(self, exc: BaseException, content_delivered: bool) -> EventStream | None:
+        try:
+            return self._call.recover(exc, content_delivered)
+        except Exception as reissue_error:
+            if isinstance(reissue_error, type(exc)) or _is_client_error(reissue_error):
+                raise reissue_error from exc
+            report_failure("stream recovery", reissue_error)
+            return None
+
+    def _close_quietly(self) -> None:
+        try:
+            self._inner.close()
+        except Exception:
+            pass
+
+    def get_initial_response(self) -> Any:
+        return self._inner.get_initial_response()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _events(stream: EventStream) -> Iterator[dict[str, Any]]:
+    """``EventStream.__iter__``, but an exception frame the service model does not declare (botocore
+    then reports an empty code, e.g. ``modelTimeoutException`` on ConverseStream) keeps its type and
+    message, taken from the frame's own ``:exception-type`` header and payload."""
+    generator = getattr(stream, "_event_generator", None)
+    parse = getattr(stream, "_parse_event", None)
+    if generator is None or parse is None:
+        yield from stream
+        return
+    for raw in generator:
+        try:
+            parsed = parse(raw)
+        except EventStreamError as exc:
+            _restore_code(exc, raw)
+            raise
+        if parsed:
+            yield parsed
+
+
+def _restore_code(exc: EventStreamError, raw: Any) -> None:
+    error = exc.response.get("Error") if isinstance(exc.response, dict) else None
+    if not isinstance(error, dict) or error.get("Code"):
+        return
+    try:
+        headers = raw.headers
+        code = headers.get(":exception-type") or headers.get(":error-code")
+        message = headers.get(":error-message") or json.loads(raw.payload or b"{}").get("message", "")
+    except Exception:
+        return
+    if code:
+        error["Code"], error["Message"] = str(code), str(message or "")
+        exc.args = (f"An error occurred ({code}) when calling the {exc.operation_name} operation: {message}",)
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, (ClientError, BotoCoreError))
+
+
+def feature(client: Any, settings: Settings, runtime: Runtime) -> StreamHooks | None:
+    """Factory for :data:`bedrock_hooks.install.FEATURES`: only when hints or stream retry are on."""
+    if not (settings.hints or settings.stream_retry):
+        return None
+    return StreamHooks(client, settings, runtime)
