@@ -70,6 +70,7 @@ class Entry:
     remedy: Remedy | None = None
     retry_after: float | None = None  #: default wait for ``wait`` entries when the message states none
     max_attempts: int | None = None  #: a tighter attempt cap than the policy's, for doubtful retries
+    ambiguous: bool = False  #: the request may have been processed (sent, no answer): resend only if idempotent
     source: str = "seed"
     fields: tuple[str, ...] = field(default=())  #: facts the hint adds (clock_skew, credentials, botocore)
 
@@ -495,6 +496,7 @@ ENTRIES: tuple[Entry, ...] = (
         ),
         decision=Decision.RETRY,
         backoff=Backoff.RECONNECT,
+        ambiguous=True,
         exceptions=frozenset({"ConnectionClosedError", "ProtocolError", "ConnectionResetError",
                               "BrokenPipeError", "RemoteDisconnected", "IncompleteRead"}),
     ),
@@ -509,6 +511,7 @@ ENTRIES: tuple[Entry, ...] = (
         ),
         decision=Decision.RETRY,
         backoff=Backoff.RECONNECT,
+        ambiguous=True,
         exceptions=frozenset({"ReadTimeoutError", "ReadTimeout", "TimeoutError"}),
         max_attempts=3,
     ),

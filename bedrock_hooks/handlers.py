@@ -26,7 +26,7 @@ from .catalog import Decision, Remedy
 from .classification import Classification, classify, facts_from_exception, facts_from_parsed
 from .config import Settings
 from .hints import HintFacts, annotate_exception, append_hint, build_info, hint_line
-from .policy import RetryPolicy, Verdict
+from .policy import RetryPolicy, Verdict, resend_is_safe
 from .safety import report_failure
 
 logger = logging.getLogger("bedrock_hooks.retry")
@@ -127,7 +127,7 @@ class ClientHooks:
                        request_dict: dict[str, Any] | None = None, **kwargs: Any) -> float | None:
         """Decide known Bedrock errors; delegate everything else to botocore's own handler."""
         try:
-            verdict = self._decide(response, attempts, caught_exception, request_dict)
+            verdict = self._decide(response, attempts, caught_exception, request_dict, kwargs.get("operation"))
         except Exception as exc:
             report_failure("needs-retry", exc)
             verdict = _DELEGATE
@@ -143,7 +143,7 @@ class ClientHooks:
         return 0  # botocore retries on any non-None answer and sleeps it: we already slept
 
     def _decide(self, response: Any, attempts: int, caught_exception: BaseException | None,
-                request_dict: dict[str, Any] | None) -> Any:
+                request_dict: dict[str, Any] | None, operation: Any = None) -> Any:
         if response is not None:
             facts = facts_from_parsed(response[0], response[1], caught_exception)
         elif caught_exception is not None:
@@ -170,8 +170,12 @@ class ClientHooks:
             remedy_ready = self._apply_remedy(classification, state)
         verdict = self.policy.decide(classification, attempts, now - state.first_failure,
                                      reconnected=state.reconnected, remedy_ready=remedy_ready,
-                                     remedy_used=state.remedy_used, rng=self.runtime.rng)
+                                     remedy_used=state.remedy_used, resend_safe=resend_is_safe(operation),
+                                     rng=self.runtime.rng)
         state.verdict = verdict
+        if verdict.reason == "not-idempotent":
+            state.notes.append(f"Not resent: {getattr(operation, 'name', 'this operation')} changes resources, has no "
+                               "idempotency token, and may already have been applied; check its state first.")
         if verdict.reason == "remedy":
             state.remedy_used = True
         elif verdict.reason == "reconnect":

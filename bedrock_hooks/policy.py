@@ -9,10 +9,30 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from .catalog import Backoff, Decision, Entry
 from .classification import Classification
 from .config import Settings
+
+
+#: Operation name prefixes that create or change resources: resending one after an ambiguous failure
+#: (sent, no answer) may do it twice, unless the request carries an idempotency token.
+MUTATING_PREFIXES = ("Create", "Delete", "Update", "Put", "Stop")
+
+
+def resend_is_safe(operation_model: Any) -> bool:
+    """Whether an operation may be sent again after it may already have been processed.
+
+    Reads are always safe. A mutating operation is safe only when its input has an idempotency
+    token member, which botocore fills automatically (``clientRequestToken`` and the like).
+    """
+    name = getattr(operation_model, "name", "") or ""
+    if not name.startswith(MUTATING_PREFIXES):
+        return True
+    shape = getattr(operation_model, "input_shape", None)
+    members = getattr(shape, "members", None) or {}
+    return any(member.metadata.get("idempotencyToken") for member in members.values())
 
 
 @dataclass(frozen=True)
@@ -21,7 +41,7 @@ class Verdict:
 
     ``retry`` with ``delay`` seconds to sleep, or not; ``reason`` is a short stable word for logs,
     hints and tests (``backoff``, ``reconnect``, ``remedy``, ``max-attempts``, ``deadline``, ``wait``,
-    ``fail``, ``remedy-unavailable``, ``remedy-used``).
+    ``fail``, ``remedy-unavailable``, ``remedy-used``, ``not-idempotent``).
     """
 
     retry: bool
@@ -58,19 +78,22 @@ class RetryPolicy:
 
     def decide(self, classification: Classification, attempts: int, elapsed: float, *,
                reconnected: bool = False, remedy_ready: bool = False, remedy_used: bool = False,
-               rng: random.Random | None = None) -> Verdict:
+               resend_safe: bool = True, rng: random.Random | None = None) -> Verdict:
         """Whether attempt ``attempts`` (1-based, just failed) is followed by another.
 
         ``elapsed`` is the time since the call's first failure; ``reconnected`` says the one
         immediate reconnect retry was already spent; ``remedy_ready`` that the entry's repair
         (clock correction, credential refresh) was applied for this retry; ``remedy_used`` that a
-        repair was already tried once in this call.
+        repair was already tried once in this call; ``resend_safe`` that the operation may be sent
+        again after an ambiguous failure (see :func:`resend_is_safe`).
         """
         entry = classification.entry
         if entry.decision is Decision.FAIL:
             return Verdict(False, reason="fail")
         if entry.decision is Decision.WAIT:
             return Verdict(False, reason="wait")
+        if entry.ambiguous and not resend_safe:
+            return Verdict(False, reason="not-idempotent")
         limit = min(self.max_attempts, entry.max_attempts or self.max_attempts)
         if attempts >= limit:
             return Verdict(False, reason="max-attempts")
