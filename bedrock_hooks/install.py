@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import streaming
+from . import keepalive, streaming
 from .config import Settings, apply_log_level, load_settings
 from .handlers import ClientHooks, Runtime
 from .safety import report_failure, safe_invoke
@@ -34,6 +34,7 @@ class Feature(Protocol):
 #: Factories for per-client features, in attach order. Each returns None when disabled by settings.
 FeatureFactory = Callable[[Any, Settings, Runtime], "Feature | None"]
 FEATURES: list[FeatureFactory] = [lambda client, settings, runtime: ClientHooks(client, settings, runtime)]
+FEATURES.append(keepalive.feature)  # keep-alive socket options + idle eviction (issue 3)
 FEATURES.append(streaming.feature)  # mid-stream errors: hints and transparent re-issue
 
 _lock = threading.RLock()
