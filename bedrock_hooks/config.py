@@ -162,6 +162,13 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
 
+#: Launcher-level variables: read by the zero-code bootstrap at interpreter start (before this module
+#: can be imported), not by :func:`load_settings`. Listed here so every variable is documented in one place.
+LAUNCHER_VARIABLES: Mapping[str, str] = {
+    "BEDROCK_HOOKS_PROPAGATE": "Keep the bootstrap on PYTHONPATH for child processes (default off).",
+    "BEDROCK_HOOKS_AUTOLOAD": "Activate the always-on .pth mode in this environment (default off).",
+}
+
 
 @dataclass(frozen=True)
 class Settings:

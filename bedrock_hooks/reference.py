@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .catalog import ENTRIES, Decision, Entry
-from .config import OPTIONS
+from .config import LAUNCHER_VARIABLES, OPTIONS
 
 
 def _show(value: Any) -> str:
@@ -24,6 +24,7 @@ def env_table() -> str:
     """Markdown table of every ``BEDROCK_HOOKS_*`` variable with its default."""
     rows = ["| Variable | Default | What it does |", "|---|---|---|"]
     rows += [f"| `{o.env}` | `{_show(o.default)}` | {o.doc} |" for o in OPTIONS]
+    rows += [f"| `{name}` | `off` | {doc.replace(' (default off)', '')} |" for name, doc in LAUNCHER_VARIABLES.items()]
     return "\n".join(rows)
 
 
