@@ -71,6 +71,9 @@ class Entry:
     retry_after: float | None = None  #: default wait for ``wait`` entries when the message states none
     max_attempts: int | None = None  #: a tighter attempt cap than the policy's, for doubtful retries
     ambiguous: bool = False  #: the request may have been processed (sent, no answer): resend only if idempotent
+    #: When a configured fallback may take over: ``"now"`` (this model cannot serve the call) or
+    #: ``"exhausted"`` (after the retry budget is spent); ``"exhausted"`` entries also feed the circuit breaker.
+    reroute: str | None = None
     source: str = "seed"
     fields: tuple[str, ...] = field(default=())  #: facts the hint adds (clock_skew, credentials, botocore)
 
@@ -105,6 +108,7 @@ ENTRIES: tuple[Entry, ...] = (
         codes=_codes("AccessDeniedException", "AccessDenied"),
         statuses=frozenset({403}),
         fields=("credentials",),
+        reroute="now",
     ),
     Entry(
         name="FTUFormNotFilled",
@@ -117,6 +121,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.WAIT,
         message=_re(r"use case details|use case form|FTUFormNotFilled"),
         retry_after=MARKETPLACE_WAIT,
+        reroute="now",
     ),
     Entry(
         name="IncompleteSignature",
@@ -198,6 +203,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.WAIT,
         message=_re(r"subscription .*(is )?(still )?being processed|agreement is being created|MPAgreementBeingCreated"),
         retry_after=MARKETPLACE_WAIT,
+        reroute="now",
     ),
     Entry(
         name="MarketplaceAgreementPending",
@@ -210,6 +216,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.WAIT,
         message=_re(r"(marketplace|agreement|subscription).*(pending|in progress|not yet (complete|active))"),
         retry_after=MARKETPLACE_WAIT,
+        reroute="now",
     ),
     Entry(
         name="MarketplaceSubscribePermissionMissing",
@@ -222,6 +229,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"aws-marketplace:(Subscribe|ViewSubscriptions)|required AWS Marketplace actions"),
         source="observed",
+        reroute="now",
     ),
     Entry(
         name="MarketplaceAgreementFailed",
@@ -234,6 +242,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"INVALID_PAYMENT_INSTRUMENT|subscription for this model cannot be completed|"
                     r"(marketplace|agreement|subscription).*(fail|invalid payment|restricted)"),
+        reroute="now",
     ),
     Entry(
         name="ModelAccessNotGranted",
@@ -246,6 +255,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"(don't|do not) have access to the model"),
         source="observed",
+        reroute="now",
     ),
     # --- Throttling and quotas ------------------------------------------------------------------
     Entry(
@@ -259,6 +269,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"tokens? per day|daily (token )?(quota|limit)"),
         source="observed",
+        reroute="now",
     ),
     Entry(
         name="ThrottlingException",
@@ -275,6 +286,7 @@ ENTRIES: tuple[Entry, ...] = (
         codes=_codes("ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
                      "RequestLimitExceeded", "SlowDown"),
         statuses=frozenset({429}),
+        reroute="exhausted",
     ),
     Entry(
         name="ServiceQuotaExceededException",
@@ -315,6 +327,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.RETRY,
         codes=_codes("ServiceUnavailable", "ServiceUnavailableException", "ServiceUnavailableError"),
         statuses=frozenset({503}),
+        reroute="exhausted",
     ),
     Entry(
         name="GatewayError",
@@ -334,6 +347,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.RETRY,
         codes=_codes("ModelNotReadyException"),
         source="model",
+        reroute="exhausted",
     ),
     Entry(
         name="ModelTimeoutException",
@@ -392,6 +406,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"on-demand throughput (isn.?t|is not) supported|inference profile that contains this model"),
         source="observed",
+        reroute="now",
     ),
     Entry(
         name="ModelEndOfLife",
@@ -401,6 +416,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"end of (its )?life|end-of-life|has been (deprecated|retired)|no longer (supported|available)"),
         source="observed",
+        reroute="now",
     ),
     Entry(
         name="LegacyModelAccessDenied",
@@ -410,6 +426,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.FAIL,
         message=_re(r"marked by provider as legacy|legacy model|as Legacy"),
         source="observed",
+        reroute="now",
     ),
     Entry(
         name="InputTooLong",
@@ -462,6 +479,7 @@ ENTRIES: tuple[Entry, ...] = (
         message=_re(r"provided model identifier is invalid|could not resolve the foundation model"),
         codes=_codes("ResourceNotFoundException", "ResourceNotFound", "NotFoundException", "ModelNotFound"),
         statuses=frozenset({404}),
+        reroute="now",
     ),
     Entry(
         name="ConflictException",

@@ -10,6 +10,7 @@ built once from :data:`bedrock_hooks.catalog.ENTRIES`.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -81,7 +82,8 @@ def facts_from_exception(exception: BaseException) -> ErrorFacts:
     if isinstance(response, Mapping) and response.get("Error"):
         error = response["Error"]
         meta = response.get("ResponseMetadata") or {}
-        return ErrorFacts(status=meta.get("HTTPStatusCode"), code=error.get("Code") or None,
+        code = error.get("Code")  # a JSON body's "code"/"__type" can be any JSON value, not only a string
+        return ErrorFacts(status=meta.get("HTTPStatusCode"), code=str(code) if code else None,
                           message=str(error.get("Message") or "")[:_MAX_MESSAGE],
                           headers=meta.get("HTTPHeaders") or {}, exception=exception)
     return ErrorFacts(message=str(exception)[:_MAX_MESSAGE], exception=exception)
@@ -142,7 +144,8 @@ def parse_wait(message: str) -> float | None:
     match = _WAIT.search(message or "")
     if not match:
         return None
-    return float(match.group(1)) * _UNIT[match.group(2)[0].lower()]
+    seconds = float(match.group(1)) * _UNIT[match.group(2)[0].lower()]
+    return seconds if math.isfinite(seconds) else None  # "retry after 1e999 hours" states no usable wait
 
 
 def parse_retry_after_header(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -152,9 +155,11 @@ def parse_retry_after_header(headers: Mapping[str, str], now: float | None = Non
         return None
     raw = raw.strip()
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf"/"nan"/"1e999" are unusable
     try:
         when = email.utils.parsedate_to_datetime(raw).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -93,6 +93,92 @@ def parse_log_level(raw: Any) -> str:
     return text
 
 
+def parse_fallbacks(raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Fallback chains: ``MODEL=ALT1,ALT2;MODEL2=ALT3``, inline JSON, a ``.json``/``.toml`` file, or a dict.
+
+    Model IDs and ARNs contain ``:``, ``.`` and ``/`` but never ``=``, ``,`` or ``;``, so the compact
+    form needs no quoting. An empty value means no fallbacks.
+    """
+    if isinstance(raw, Mapping):
+        mapping: Mapping[str, Any] = raw
+    else:
+        text = str(raw).strip()
+        if not text:
+            return ()
+        if text.startswith("{"):
+            mapping = _json_object(text)
+        elif text.lower().endswith((".json", ".toml")):
+            mapping = _read_mapping_file(text)
+        else:
+            mapping = _compact_mapping(text)
+    chains = []
+    for model, alternatives in mapping.items():
+        alts = [alternatives] if isinstance(alternatives, str) else list(alternatives or ())
+        cleaned = tuple(dict.fromkeys(str(a).strip() for a in alts if str(a).strip() and str(a).strip() != model))
+        if not str(model).strip() or not cleaned:
+            raise ConfigError(f"model {model!r} needs at least one alternative")
+        chains.append((str(model).strip(), cleaned))
+    return tuple(chains)
+
+
+def _compact_mapping(text: str) -> dict[str, list[str]]:
+    mapping: dict[str, list[str]] = {}
+    for part in text.replace("\n", ";").split(";"):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ConfigError("expected MODEL=ALT1,ALT2;MODEL2=ALT3, JSON, or a .json/.toml file path")
+        model, _, alts = part.partition("=")
+        mapping[model.strip()] = [a for a in alts.split(",") if a.strip()]
+    return mapping
+
+
+def _json_object(text: str) -> Mapping[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"invalid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("expected a JSON object mapping model IDs to lists of alternatives")
+    return value
+
+
+def _read_mapping_file(path: str) -> Mapping[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror})") from None
+    if path.lower().endswith(".json"):
+        return _json_object(data.decode("utf-8", "replace"))
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise ConfigError("TOML needs Python 3.11+; use a .json file") from None
+    try:
+        value = tomllib.loads(data.decode("utf-8", "replace"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML ({exc})") from None
+    return value.get("fallbacks", value)
+
+
+def parse_regions(raw: Any) -> tuple[tuple[str, str | None], ...]:
+    """Failover regions, in order: ``us-west-2,eu-west-1``; ``REGION=ENDPOINT_URL`` pins an endpoint."""
+    items = raw.replace(";", ",").split(",") if isinstance(raw, str) else list(raw)
+    regions = []
+    for item in items:
+        region, _, endpoint = str(item).strip().partition("=")
+        region = region.strip().lower()
+        if not region:
+            continue
+        if not all(part.isalnum() for part in region.split("-")):
+            raise ConfigError(f"{region!r} is not a region name")
+        regions.append((region, endpoint.strip() or None))
+    return tuple(regions)
+
+
 _known_cache: frozenset[str] | None = None
 
 
@@ -142,6 +228,20 @@ OPTIONS: tuple[Option, ...] = (
            "On a signature-expired error, measure skew from the Date header, correct signing, retry once."),
     Option("refresh_credentials", "BEDROCK_HOOKS_REFRESH_CREDENTIALS", parse_bool, True,
            "On an expired-token error, force a refresh of refreshable credentials and retry once."),
+    Option("fallbacks", "BEDROCK_HOOKS_FALLBACKS", parse_fallbacks, (),
+           "Fallback chains: MODEL=ALT1,ALT2;MODEL2=ALT3, inline JSON, or a .json/.toml file. Empty: none."),
+    Option("fallback_cross_provider", "BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER", parse_bool, False,
+           "Let InvokeModel fall back to another provider family (its body format differs). Converse always may."),
+    Option("inference_profiles", "BEDROCK_HOOKS_INFERENCE_PROFILES", parse_bool, True,
+           "On 'on-demand throughput isn't supported', retry once on the Region's cross-Region inference profile."),
+    Option("circuit_threshold", "BEDROCK_HOOKS_CIRCUIT_THRESHOLD", _number(int, 1, allow_zero=True), 5,
+           "Throttling/unavailable errors on one model within the window that open its circuit; 0 disables."),
+    Option("circuit_window", "BEDROCK_HOOKS_CIRCUIT_WINDOW", _number(float, 0.001), 60.0,
+           "Seconds over which circuit-breaker errors are counted."),
+    Option("circuit_cooldown", "BEDROCK_HOOKS_CIRCUIT_COOLDOWN", _number(float, 0.001), 30.0,
+           "Seconds an open circuit sends new calls straight to the model's first fallback."),
+    Option("fallback_regions", "BEDROCK_HOOKS_FALLBACK_REGIONS", parse_regions, (),
+           "Opt-in Region failover for persistent 503s: us-west-2,eu-west-1 (REGION=URL pins an endpoint)."),
     Option("hints", "BEDROCK_HOOKS_HINTS", parse_bool, True,
            "Append a one-line hint to final errors and add response['BedrockHooks']. Off: messages untouched."),
     Option("log_level", "BEDROCK_HOOKS_LOG_LEVEL", parse_log_level, "WARNING",
@@ -184,6 +284,13 @@ class Settings:
     retry_deadline: float = 60.0
     fix_clock_skew: bool = True
     refresh_credentials: bool = True
+    fallbacks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fallback_cross_provider: bool = False
+    inference_profiles: bool = True
+    circuit_threshold: int = 5
+    circuit_window: float = 60.0
+    circuit_cooldown: float = 30.0
+    fallback_regions: tuple[tuple[str, str | None], ...] = ()
     hints: bool = True
     log_level: str = "WARNING"
     keepalive: bool = True
@@ -220,8 +327,10 @@ def _warn_once(variable: str, value: str, used: str, reason: str) -> None:
 
 
 def _show(value: Any) -> str:
+    if value == ():
+        return "(none)"
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
+        return ",".join(_show(v) if isinstance(v, tuple) else str(v) for v in value)
     return str(value)
 
 

@@ -52,6 +52,7 @@ class CallState:
     attempt_offset: int = 0  #: attempts spent before this HTTP call (a re-issued stream inherits them)
     clock_skew: float | None = None
     notes: list[str] = field(default_factory=list)
+    route: list[dict[str, Any]] = field(default_factory=list)  #: fallback moves taken by this call
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,13 @@ class ClientHooks:
             facts = facts_from_exception(caught_exception)
         else:
             facts = None
+        context = (request_dict or {}).get("context")
         if facts is None:
+            existing = context.get(STATE_KEY) if isinstance(context, dict) else None
+            if isinstance(existing, CallState):  # this attempt succeeded: earlier verdicts are history
+                existing.classification = existing.verdict = None
             return _DELEGATE
         classification = classify(facts)
-        context = (request_dict or {}).get("context")
         state = call_state(context)
         attempts += state.attempt_offset
         state.attempts = attempts
@@ -214,12 +218,18 @@ class ClientHooks:
 
     # -- signing clock ----------------------------------------------------------------------------
     def on_before_sign(self, **kwargs: Any) -> None:
-        if self.clock_offset:
-            remedies.arm_signing_offset(self.clock_offset)
+        try:
+            if self.clock_offset:
+                remedies.arm_signing_offset(self.clock_offset)
+        except Exception as exc:
+            report_failure("before-sign", exc)
 
     def on_before_send(self, **kwargs: Any) -> None:
-        if self.clock_offset:
-            remedies.disarm_signing_offset()
+        try:
+            if self.clock_offset:
+                remedies.disarm_signing_offset()
+        except Exception as exc:
+            report_failure("before-send", exc)
 
     # -- hints ------------------------------------------------------------------------------------
     def on_after_call(self, http_response: Any = None, parsed: Any = None, context: Any = None, **kwargs: Any) -> None:
@@ -231,9 +241,10 @@ class ClientHooks:
             if classification is None:
                 return
             info = build_info(classification, self._hint_facts(context))
-            parsed["BedrockHooks"] = info
-            error = parsed.setdefault("Error", {})
-            error["Message"] = append_hint(str(error.get("Message") or ""), hint_line(info))
+            error = parsed.get("Error") or {}
+            message = append_hint(str(error.get("Message") or ""), hint_line(info))  # all or nothing:
+            parsed["BedrockHooks"] = info  # the response is changed only once nothing can fail any more
+            parsed.setdefault("Error", error)["Message"] = message
         except Exception as exc:
             report_failure("after-call", exc)
 

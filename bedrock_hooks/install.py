@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import keepalive, streaming
+from . import fallbacks, keepalive, streaming
 from .config import Settings, apply_log_level, load_settings
 from .handlers import ClientHooks, Runtime
 from .safety import report_failure, safe_invoke
@@ -36,6 +36,7 @@ FeatureFactory = Callable[[Any, Settings, Runtime], "Feature | None"]
 FEATURES: list[FeatureFactory] = [lambda client, settings, runtime: ClientHooks(client, settings, runtime)]
 FEATURES.append(keepalive.feature)  # keep-alive socket options + idle eviction (issue 3)
 FEATURES.append(streaming.feature)  # mid-stream errors: hints and transparent re-issue
+FEATURES.append(fallbacks.feature)  # alternative models, inference profiles, Regions, circuit breaking
 
 _lock = threading.RLock()
 _sessions: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()
@@ -240,7 +241,9 @@ def _patch() -> None:
 
 
 def _unpatch() -> None:
+    """Called when the last installation is gone: remove the hook point and process-wide state."""
     global _original_create_client
+    fallbacks.reset_routers()
     if _original_create_client is None:
         return
     import botocore.session

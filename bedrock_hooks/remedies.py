@@ -48,7 +48,10 @@ def _corrected_get_current_datetime(remove_tzinfo: bool = True) -> datetime.date
     offset = _signing_offset.get()
     if offset:
         _signing_offset.set(0.0)
-        now = now + datetime.timedelta(seconds=offset)
+        try:  # this runs inside botocore's signer: a garbage Date header must not make signing raise
+            now = now + datetime.timedelta(seconds=offset)
+        except (OverflowError, ValueError):
+            logger.debug("bedrock-hooks: clock offset %r out of range; signing with the local clock", offset)
     return now
 
 

@@ -185,7 +185,7 @@ class _StreamCall:
             response = _method(client, self.operation)(**self.params)
         except Exception as exc:  # the new call failed before streaming: that error is what the app sees
             logger.info("bedrock-hooks: re-issued %s failed: %s", self.operation, type(exc).__name__)
-            raise
+            raise _ReissueFailed(exc) from exc
         finally:
             INHERITED_STATE.reset(token_state)
             _reissuing.reset(token_flag)
@@ -255,10 +255,10 @@ class RecoveringEventStream(EventStream):
     def _recover(self, exc: BaseException, content_delivered: bool) -> EventStream | None:
         try:
             return self._call.recover(exc, content_delivered)
-        except Exception as reissue_error:
-            if isinstance(reissue_error, type(exc)) or _is_client_error(reissue_error):
-                raise reissue_error from exc
-            report_failure("stream recovery", reissue_error)
+        except _ReissueFailed as failed:  # whatever botocore raised for the new call (a urllib3 error too)
+            raise failed.error from exc
+        except Exception as internal:
+            report_failure("stream recovery", internal)
             return None
 
     def _close_quietly(self) -> None:
@@ -308,10 +308,12 @@ def _restore_code(exc: EventStreamError, raw: Any) -> None:
         exc.args = (f"An error occurred ({code}) when calling the {exc.operation_name} operation: {message}",)
 
 
-def _is_client_error(exc: BaseException) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
+class _ReissueFailed(Exception):
+    """Internal: carries the exception the re-issued call raised, told apart from a bug in this module."""
 
-    return isinstance(exc, (ClientError, BotoCoreError))
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def feature(client: Any, settings: Settings, runtime: Runtime) -> StreamHooks | None:

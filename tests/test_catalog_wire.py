@@ -99,7 +99,7 @@ CASES = [
     Case("InferenceProfileRequired", err(400, "ValidationException",
          "Invocation of model ID anthropic.claude-3-5-sonnet-20241022-v2:0 with on-demand throughput isn\u2019t "
          "supported. Retry your request with the ID or ARN of an inference profile that contains this model."),
-         "fail", 1, False),
+         "fail", 2, True),  # upgraded to the us. inference profile by default (tests/test_fallbacks.py)
     Case("InputTooLong", Reply.validation("Input is too long for requested model."), "fail", 1, False),
     Case("ServiceQuotaExceededException", err(400, "ServiceQuotaExceededException",
          "Your request exceeds the service quota for your account."), "fail", 1, False),
