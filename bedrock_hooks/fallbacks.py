@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .catalog import Entry
 from .config import Settings
-from .handlers import CallState, Runtime, call_state
+from .handlers import CallState, Registrations, Runtime, call_state
 from .safety import report_failure
 
 logger = logging.getLogger("bedrock_hooks.fallbacks")
@@ -195,22 +195,16 @@ class FallbackHooks:
         self.region = client.meta.region_name or ""
         self.events = client.meta.events
         self._client = weakref.ref(client)
-        self._registered: list[tuple[str, Any, str]] = []
+        self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
         svc = self.service
-        self._register(f"before-call.{svc}", self.on_before_call, f"bedrock-hooks-route-{svc}")
-        self._register(f"needs-retry.{svc}", self.on_needs_retry, f"bedrock-hooks-fallback-{svc}")
-        self._register(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-served-{svc}")
+        self._registrations.add(f"before-call.{svc}", self.on_before_call, f"bedrock-hooks-route-{svc}")
+        self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, f"bedrock-hooks-fallback-{svc}")
+        self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-served-{svc}")
 
     def detach(self) -> None:
-        for event, handler, unique_id in reversed(self._registered):
-            self.events.unregister(event, handler, unique_id=unique_id)
-        self._registered.clear()
-
-    def _register(self, event: str, handler: Any, unique_id: str) -> None:
-        self.events.register(event, handler, unique_id=unique_id)
-        self._registered.append((event, handler, unique_id))
+        self._registrations.remove_all()
 
     # -- before-call: route new calls -----------------------------------------------------------------
     def on_before_call(self, model: Any = None, params: Any = None, context: Any = None, **kwargs: Any) -> None:

@@ -78,6 +78,24 @@ def botocore_retry_handler(events: Any, service: str) -> Callable[..., Any] | No
     return slot.get("handler") if slot else None
 
 
+class Registrations:
+    """The handlers one feature put on one client's emitter, so that detaching removes exactly those."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+        self._items: list[tuple[str, Callable[..., Any], str]] = []
+
+    def add(self, event: str, handler: Callable[..., Any], unique_id: str, *, first: bool = False) -> None:
+        register = self.events.register_first if first else self.events.register
+        register(event, handler, unique_id=unique_id)
+        self._items.append((event, handler, unique_id))
+
+    def remove_all(self) -> None:
+        for event, handler, unique_id in reversed(self._items):
+            self.events.unregister(event, handler, unique_id=unique_id)
+        self._items.clear()
+
+
 class ClientHooks:
     """Everything bedrock-hooks registers on one client, and how to take it off again."""
 
@@ -91,7 +109,7 @@ class ClientHooks:
         self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
         self.clock_offset = 0.0
         self._botocore_retry: Callable[..., Any] | None = None
-        self._registered: list[tuple[str, Callable[..., Any], str]] = []
+        self._registrations = Registrations(self.events)
 
     # -- attachment -----------------------------------------------------------------------------
     def attach(self) -> None:
@@ -101,27 +119,20 @@ class ClientHooks:
             self._botocore_retry = botocore_retry_handler(self.events, svc)
             if self._botocore_retry is not None:
                 self.events.unregister(f"needs-retry.{svc}", unique_id=slot)
-            self._register(f"needs-retry.{svc}", self.on_needs_retry, slot, first=True)
+            self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, slot, first=True)
             if self.settings.fix_clock_skew:
-                self._register(f"before-sign.{svc}", self.on_before_sign, f"bedrock-hooks-sign-{svc}")
-                self._register(f"before-send.{svc}", self.on_before_send, f"bedrock-hooks-send-{svc}")
+                self._registrations.add(f"before-sign.{svc}", self.on_before_sign, f"bedrock-hooks-sign-{svc}")
+                self._registrations.add(f"before-send.{svc}", self.on_before_send, f"bedrock-hooks-send-{svc}")
         if self.settings.hints:
-            self._register(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
-            self._register(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
+            self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
+            self._registrations.add(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
 
     def detach(self) -> None:
-        for event, handler, unique_id in reversed(self._registered):
-            self.events.unregister(event, handler, unique_id=unique_id)
-        self._registered.clear()
+        self._registrations.remove_all()
         if self._botocore_retry is not None:
             self.events.register(f"needs-retry.{self.service}", self._botocore_retry,
                                  unique_id=f"retry-config-{self.service}")
             self._botocore_retry = None
-
-    def _register(self, event: str, handler: Callable[..., Any], unique_id: str, first: bool = False) -> None:
-        register = self.events.register_first if first else self.events.register
-        register(event, handler, unique_id=unique_id)
-        self._registered.append((event, handler, unique_id))
 
     # -- needs-retry ----------------------------------------------------------------------------
     def on_needs_retry(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,

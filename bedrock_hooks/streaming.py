@@ -35,7 +35,7 @@ from botocore.exceptions import EventStreamError
 from .catalog import Decision
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
-from .handlers import INHERITED_STATE, CallState, Runtime, call_state
+from .handlers import INHERITED_STATE, CallState, Registrations, Runtime, call_state
 from .hints import HintFacts, annotate_exception, build_info
 from .policy import RetryPolicy
 from .safety import report_failure
@@ -74,21 +74,15 @@ class StreamHooks:
         retries = getattr(client.meta.config, "retries", None) or {}
         self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
         self.read_timeout = getattr(client.meta.config, "read_timeout", None)
-        self._registered: list[tuple[str, Any, str]] = []
+        self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
         svc = self.service
-        self._register(f"before-parameter-build.{svc}", self.on_before_parameter_build, f"bedrock-hooks-params-{svc}")
-        self._register(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-stream-{svc}")
+        self._registrations.add(f"before-parameter-build.{svc}", self.on_before_parameter_build, f"bedrock-hooks-params-{svc}")
+        self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-stream-{svc}")
 
     def detach(self) -> None:
-        for event, handler, unique_id in reversed(self._registered):
-            self.events.unregister(event, handler, unique_id=unique_id)
-        self._registered.clear()
-
-    def _register(self, event: str, handler: Any, unique_id: str) -> None:
-        self.events.register(event, handler, unique_id=unique_id)
-        self._registered.append((event, handler, unique_id))
+        self._registrations.remove_all()
 
     def recoverable(self, operation_name: str) -> bool:
         return self.settings.stream_retry and (self.service_name, operation_name) in RECOVERABLE

@@ -292,14 +292,14 @@ def test_create_client_hook_bug_returns_a_plain_client(server, fake_time, caplog
 
 
 def test_attach_failing_halfway_restores_botocore(server, fake_time, caplog, monkeypatch):
-    original = handlers.ClientHooks._register
+    original = handlers.Registrations.add
 
-    def register(self, event, handler, unique_id, first=False):
+    def add(self, event, handler, unique_id, *, first=False):
         if event.startswith("before-sign"):  # after needs-retry already replaced botocore's handler
             raise Boom("injected")
-        return original(self, event, handler, unique_id, first)
+        return original(self, event, handler, unique_id, first=first)
 
-    monkeypatch.setattr(handlers.ClientHooks, "_register", register)
+    monkeypatch.setattr(handlers.Registrations, "add", add)
     hooked = compare(server, fake_time, caplog, [(S503, converse), (VALIDATION, converse), (RETRIED_OK, converse)],
                      {"attach"})
     assert handlers.botocore_retry_handler(hooked.meta.events, "bedrock-runtime").__module__.startswith("botocore")
