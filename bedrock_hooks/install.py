@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import fallbacks, keepalive, streaming
+from . import fallbacks, keepalive, ratelimit, streaming
 from .config import Settings, apply_log_level, load_settings
 from .handlers import ClientHooks, Runtime
 from .safety import report_failure, safe_invoke
@@ -37,6 +37,7 @@ FEATURES: list[FeatureFactory] = [lambda client, settings, runtime: ClientHooks(
 FEATURES.append(keepalive.feature)  # keep-alive socket options + idle eviction (issue 3)
 FEATURES.append(streaming.feature)  # mid-stream errors: hints and transparent re-issue
 FEATURES.append(fallbacks.feature)  # alternative models, inference profiles, Regions, circuit breaking
+FEATURES.append(ratelimit.feature)  # process-wide adaptive pacing when throttled (issue 7)
 
 _lock = threading.RLock()
 _sessions: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()

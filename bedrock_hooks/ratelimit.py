@@ -1,0 +1,276 @@
+"""Client-side rate limiting shared by every Bedrock client of a process (issue 7).
+
+A Bedrock quota (requests or tokens per minute) is per account, model and Region, not per client:
+sixteen worker threads each with their own client all draw from it. Backoff alone spaces each
+caller's *retries* but not the others' first attempts, so in a throttling storm most requests are
+wasted 429s. botocore's ``adaptive`` mode paces, but per client and only if the application chose it.
+
+This feature keeps one :class:`Bucket` per ``(service, Region)`` (and clock) for the whole process:
+
+* **observe** every attempt on ``response-received`` (emitted per attempt, before the retry decision
+  and its backoff sleep): a throttling error (catalog entries with throttle backoff) cuts the allowed
+  rate to ``BETA`` x the rate actually sent, at most once per round trip (a 429 for a request sent
+  before the last cut says nothing new); successes let the rate grow back along botocore's CUBIC
+  curve, capped at twice the measured send rate;
+* **pace** every attempt on ``before-send`` once engaged: a virtual-time schedule (GCRA) hands out
+  send slots ``1/rate`` apart, FIFO, and the caller sleeps (``Runtime.sleep``) until its slot, never
+  longer than ``backoff_cap``.
+
+It engages only when throttling is seen from two threads within :data:`ENGAGE_WINDOW` seconds (a lone
+sequential caller is already spaced by its own backoff) and disengages after :data:`RESET_AFTER`
+seconds without throttling. Until then a request costs one lock and a counter. State is O(1) per
+bucket and buckets are dropped when their last client detaches; ``BEDROCK_HOOKS_RATE_LIMIT=off``
+attaches nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .catalog import Backoff, Decision
+from .classification import ErrorFacts, classify
+from .config import Settings
+from .safety import report_failure
+
+logger = logging.getLogger("bedrock_hooks.ratelimit")
+
+BETA = 0.7  #: multiplicative decrease on throttling (botocore adaptive: 0.7)
+SCALE = 0.4  #: CUBIC scale constant, requests/s per s^3 (botocore adaptive: 0.4)
+MIN_RATE = 0.5  #: requests/s floor of the allowed rate (botocore adaptive: 0.5)
+MAX_RATE_FACTOR = 2.0  #: the allowed rate never exceeds this multiple of the measured send rate
+ENGAGE_WINDOW = 1.0  #: throttles from two threads within this many seconds engage pacing
+RESET_AFTER = 20.0  #: seconds without throttling after which pacing disengages
+MAX_BUCKETS = 256  #: bound on process-wide buckets (one per service, Region and clock in practice)
+_SLOTS = 10  #: send-rate meter: 10 slots of 0.1 s (a sliding one-second window)
+
+
+class Bucket:
+    """Pacing for one (service, Region): thread-safe, constant memory, clock injected.
+
+    Methods take ``now`` from the caller's clock and never sleep: :meth:`before_send` returns how
+    long the caller must wait for its send slot.
+    """
+
+    def __init__(self, clock: Callable[[], float], *, beta: float = BETA, scale: float = SCALE,
+                 min_rate: float = MIN_RATE, engage_window: float = ENGAGE_WINDOW,
+                 reset_after: float = RESET_AFTER) -> None:
+        self.clock = clock
+        self.beta, self.scale, self.min_rate = beta, scale, min_rate
+        self.engage_window, self.reset_after = engage_window, reset_after
+        self._lock = threading.Lock()
+        self._local = threading.local()  # send time of this thread's current attempt
+        self._born = clock()
+        self._slot_ids = [-1] * _SLOTS
+        self._slot_counts = [0] * _SLOTS
+        self.engaged = False
+        self.rate = 0.0  #: allowed requests/s while engaged
+        self.throttles = 0  #: throttling responses observed
+        self.reductions = 0  #: times the rate was cut
+        self._tat = 0.0  #: GCRA theoretical arrival time: the next free send slot
+        self._w_max = 0.0
+        self._k = 0.0
+        self._last_cut = float("-inf")
+        self._last_throttle = float("-inf")
+        self._last_throttle_thread: int | None = None
+
+    # -- the send-rate meter (under the lock) -------------------------------------------------
+    def _count(self, now: float) -> None:
+        slot = int(now * _SLOTS)
+        i = slot % _SLOTS
+        if self._slot_ids[i] != slot:
+            self._slot_ids[i] = slot
+            self._slot_counts[i] = 0
+        self._slot_counts[i] += 1
+
+    def measured_rate(self, now: float | None = None) -> float:
+        """Requests/s sent through this bucket over the last second (or since creation)."""
+        now = self.clock() if now is None else now
+        current = int(now * _SLOTS)
+        sent = sum(c for s, c in zip(self._slot_ids, self._slot_counts) if current - _SLOTS < s <= current)
+        window = min(1.0, max(0.1, now - self._born))
+        return sent / window
+
+    # -- events ----------------------------------------------------------------------------------
+    def before_send(self, now: float, max_wait: float = float("inf")) -> float:
+        """Reserve a send slot; the seconds to wait for it (0.0 unless engaged)."""
+        with self._lock:
+            wait = 0.0
+            if self.engaged:
+                if now - self._last_throttle > self.reset_after:
+                    self._disengage()
+                else:
+                    slot = max(self._tat, now)
+                    wait = min(slot - now, max_wait)
+                    self._tat = slot + 1.0 / self.rate
+            self._count(now + wait)
+        self._local.reserved = now  # a 429 for a slot reserved before the last cut says nothing new
+        return wait
+
+    def on_response(self, now: float, throttled: bool) -> None:
+        """Adapt to one attempt's outcome (call it from the thread that sent the attempt)."""
+        if not throttled:
+            if self.engaged:  # unlocked read: a stale value only skips one growth step
+                with self._lock:
+                    self._grow(now)
+            return
+        reserved = getattr(self._local, "reserved", now)
+        thread = threading.get_ident()
+        with self._lock:
+            self.throttles += 1
+            if not self.engaged:
+                other_thread = self._last_throttle_thread not in (None, thread)
+                recent = now - self._last_throttle <= self.engage_window
+                self._last_throttle, self._last_throttle_thread = now, thread
+                if other_thread and recent:
+                    self.engaged = True
+                    self._tat = now
+                    self._cut(now, self.measured_rate(now))
+                    logger.debug("bedrock-hooks: throttling from several threads: pacing at %.2f req/s", self.rate)
+                return
+            self._last_throttle, self._last_throttle_thread = now, thread
+            if reserved >= self._last_cut:  # paced at the current rate: the rate is still too high
+                self._cut(now, min(self.rate, self.measured_rate(now)))
+
+    # -- CUBIC ---------------------------------------------------------------------------------------
+    def _cut(self, now: float, base: float) -> None:
+        base = max(base, self.min_rate)
+        self._w_max = base
+        self._k = (base * (1.0 - self.beta) / self.scale) ** (1.0 / 3.0)
+        self.rate = max(self.min_rate, base * self.beta)
+        self._last_cut = now
+        self.reductions += 1
+
+    def _grow(self, now: float) -> None:
+        if not self.engaged:
+            return
+        cubic = self.scale * (now - self._last_cut - self._k) ** 3 + self._w_max
+        ceiling = MAX_RATE_FACTOR * max(self.measured_rate(now), self.min_rate)
+        self.rate = max(self.min_rate, min(cubic, ceiling))
+
+    def _disengage(self) -> None:
+        self.engaged = False
+        self.rate = 0.0
+        self._last_throttle_thread = None
+        logger.debug("bedrock-hooks: no throttling for %gs: pacing off", self.reset_after)
+
+
+# -- the process-wide registry -----------------------------------------------------------------------
+
+_registry_lock = threading.Lock()
+_buckets: dict[tuple[Any, ...], list[Any]] = {}  # key -> [bucket, number of attached clients]
+
+
+def acquire(key: tuple[Any, ...], clock: Callable[[], float]) -> Bucket:
+    """The shared bucket for ``key`` (a private one when :data:`MAX_BUCKETS` keys are live)."""
+    with _registry_lock:
+        entry = _buckets.get(key)
+        if entry is None:
+            if len(_buckets) >= MAX_BUCKETS:
+                return Bucket(clock)
+            entry = _buckets[key] = [Bucket(clock), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def release(key: tuple[Any, ...], bucket: Bucket) -> None:
+    """One client of ``key`` detached; the bucket is forgotten with its last client."""
+    with _registry_lock:
+        entry = _buckets.get(key)
+        if entry is None or entry[0] is not bucket:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _buckets[key]
+
+
+def buckets() -> dict[tuple[Any, ...], Bucket]:
+    """The live shared buckets (tests, ``doctor``)."""
+    with _registry_lock:
+        return {key: entry[0] for key, entry in _buckets.items()}
+
+
+def is_throttling(status: int | None, parsed: Any) -> bool:
+    """Whether a response is throttling per the catalog (not a daily quota: that is not retried)."""
+    if status is None or status < 400:
+        return False
+    error = parsed.get("Error") if isinstance(parsed, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = error.get("Code")
+    facts = ErrorFacts(status=status, code=str(code) if code else None, message=str(error.get("Message") or "")[:4096])
+    classification = classify(facts)
+    if classification is None:
+        return False
+    entry = classification.entry
+    return entry.decision is Decision.RETRY and entry.backoff is Backoff.THROTTLE
+
+
+# -- the per-client feature --------------------------------------------------------------------------
+
+class RateLimit:
+    """Attaches one client to its process-wide bucket; detach restores plain botocore."""
+
+    def __init__(self, client: Any, settings: Settings, runtime: Any) -> None:
+        self.runtime = runtime
+        self.events = client.meta.events
+        self.service = client.meta.service_model.service_id.hyphenize()
+        self.key = (client.meta.service_model.service_name, client.meta.region_name, runtime.clock)
+        self.max_wait = float(settings.backoff_cap)
+        self.bucket: Bucket | None = None
+        self._client = weakref.ref(client)
+        self._release: Any = None
+
+    def attach(self) -> None:
+        self.bucket = acquire(self.key, self.runtime.clock)
+        client = self._client()
+        # A client dropped without uninstall() must not pin its bucket forever.
+        self._release = weakref.finalize(client, release, self.key, self.bucket) if client is not None else None
+        self.events.register(f"before-send.{self.service}", self.on_before_send,
+                             unique_id=f"bedrock-hooks-ratelimit-send-{self.service}")
+        self.events.register(f"response-received.{self.service}", self.on_response_received,
+                             unique_id=f"bedrock-hooks-ratelimit-observe-{self.service}")
+
+    def detach(self) -> None:
+        self.events.unregister(f"before-send.{self.service}", self.on_before_send,
+                               unique_id=f"bedrock-hooks-ratelimit-send-{self.service}")
+        self.events.unregister(f"response-received.{self.service}", self.on_response_received,
+                               unique_id=f"bedrock-hooks-ratelimit-observe-{self.service}")
+        if self._release is not None:
+            self._release()  # runs release(key, bucket) once
+            self._release = None
+        elif self.bucket is not None:
+            release(self.key, self.bucket)
+        self.bucket = None
+
+    def on_before_send(self, **kwargs: Any) -> None:  # must return None: a value would be the response
+        bucket = self.bucket
+        if bucket is None:
+            return
+        try:
+            wait = bucket.before_send(self.runtime.clock(), self.max_wait)
+            if wait > 0:
+                self.runtime.sleep(wait)
+        except Exception as exc:
+            report_failure("rate-limit", exc)
+
+    def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, **kwargs: Any) -> None:
+        bucket = self.bucket
+        if bucket is None or not isinstance(response_dict, dict):
+            return  # no HTTP response (reset, timeout): says nothing about the quota
+        try:
+            status = response_dict.get("status_code")
+            if status is not None and status < 400 and not bucket.engaged:
+                return  # the success path while all is well: nothing to do
+            bucket.on_response(self.runtime.clock(), is_throttling(status, parsed_response))
+        except Exception as exc:
+            report_failure("rate-limit", exc)
+
+
+def feature(client: Any, settings: Settings, runtime: Any) -> RateLimit | None:
+    """The FEATURES factory: nothing attached when ``rate_limit`` is off."""
+    if not getattr(settings, "rate_limit", False):
+        return None
+    return RateLimit(client, settings, runtime)

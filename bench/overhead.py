@@ -1,0 +1,269 @@
+"""Benchmark: what bedrock-hooks costs on the success path.
+
+1. **Throughput**: Converse calls/s of a plain boto3 ``bedrock-runtime`` client and of the same client
+   with bedrock-hooks installed (defaults: keep-alive and eviction on), against the loopback server in
+   its own process. Plain and hooked rounds are interleaved (order alternating); the figure is the
+   median of the per-round ratios hooked/plain.
+2. **Handler cost, network removed**: the same two clients with botocore's HTTP send replaced by a stub
+   returning a canned 200, so a call is pure botocore CPU work; the difference per call is everything
+   the library adds to a successful call through botocore's events.
+3. **Per event**: the four events the library handles on the success path (``before-sign``,
+   ``before-send``, ``needs-retry``, ``after-call``) emitted through each client's own event emitter
+   with the arguments botocore passed them in a real call; the difference is the handlers' own cost.
+4. **Connection pool hook**: urllib3's ``_get_conn``/``_put_conn`` pair on the client's real pool,
+   plain pool class vs the library's idle-eviction subclass.
+
+    python bench/overhead.py [--json]
+    python bench/overhead.py --smoke      # seconds; numbers mean nothing
+
+Importable: ``run(smoke=True)`` returns the result dict, ``table(result)`` the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ServerProcess, converse, make_client, markdown_table, new_session  # noqa: E402
+
+FULL = {"rounds": 30, "calls": 200, "stub_rounds": 25, "stub_calls": 1000, "emit_rounds": 15, "emit_calls": 20000}
+SMOKE = {"rounds": 2, "calls": 10, "stub_rounds": 2, "stub_calls": 50, "emit_rounds": 2, "emit_calls": 200}
+
+EVENTS = ("before-sign", "before-send", "needs-retry", "after-call")
+CANNED = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
+                     "stopReason": "end_turn", "usage": {"inputTokens": 5, "outputTokens": 3, "totalTokens": 8},
+                     "metrics": {"latencyMs": 1}}).encode()
+
+
+def _pair(url: str) -> tuple[Any, Any]:
+    """A plain client and a hooked one, each from its own session, same configuration."""
+    import bedrock_hooks
+
+    plain = make_client(new_session(), url)
+    hooked = make_client(new_session(), url)
+    bedrock_hooks.install(hooked)
+    return plain, hooked
+
+
+def _interleaved(plain_fn: Any, hooked_fn: Any, rounds: int) -> tuple[list[float], list[float]]:
+    """Per-round durations (s) of ``plain_fn()`` and ``hooked_fn()``, order alternating each round."""
+    plain, hooked = [], []
+    for r in range(rounds):
+        pair = ((plain_fn, plain), (hooked_fn, hooked))
+        for fn, out in (pair if r % 2 == 0 else pair[::-1]):
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return plain, hooked
+
+
+def _repeat(fn: Any, arg: Any, n: int) -> Any:
+    def go() -> None:
+        for _ in range(n):
+            fn(arg)
+    return go
+
+
+# -- 1. loopback throughput -------------------------------------------------------------------------
+
+def throughput(url: str, rounds: int, calls: int) -> dict[str, Any]:
+    plain, hooked = _pair(url)
+    for client in (plain, hooked):  # warm: connections open, models loaded, caches filled
+        for _ in range(max(20, calls // 2)):
+            converse(client)
+    p, h = _interleaved(_repeat(converse, plain, calls), _repeat(converse, hooked, calls), rounds)
+    ratios = [pp / hh for pp, hh in zip(p, h)]  # (calls/hh) / (calls/pp)
+    _release(plain, hooked)
+    return {"rounds": rounds, "calls_per_round": calls,
+            "plain_calls_per_s": calls * rounds / sum(p), "hooked_calls_per_s": calls * rounds / sum(h),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "plain_us_per_call": statistics.median(p) / calls * 1e6,
+            "hooked_us_per_call": statistics.median(h) / calls * 1e6}
+
+
+# -- 2. stub HTTP layer -----------------------------------------------------------------------------
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **kwargs: Any) -> Any:
+        yield self.body
+
+
+def _stub_send(request: Any) -> Any:
+    from botocore.awsrequest import AWSResponse
+
+    headers = {"Content-Type": "application/json", "x-amzn-RequestId": "bench-0000",
+               "Content-Length": str(len(CANNED)), "Date": "Wed, 25 Nov 2026 15:00:00 GMT"}
+    return AWSResponse(request.url, 200, headers, _Raw(CANNED))
+
+
+def _stubbed_pair() -> tuple[Any, Any]:
+    plain, hooked = _pair("https://bedrock-runtime.us-east-1.amazonaws.com")
+    for client in (plain, hooked):
+        client._endpoint.http_session.send = _stub_send
+    return plain, hooked
+
+
+def stub_cost(rounds: int, calls: int) -> dict[str, Any]:
+    plain, hooked = _stubbed_pair()
+    for client in (plain, hooked):
+        for _ in range(200):
+            converse(client)
+    p, h = _interleaved(_repeat(converse, plain, calls), _repeat(converse, hooked, calls), rounds)
+    deltas = [(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)]
+    _release(plain, hooked)
+    return {"rounds": rounds, "calls_per_round": calls,
+            "plain_us_per_call": statistics.median(p) / calls * 1e6,
+            "hooked_us_per_call": statistics.median(h) / calls * 1e6,
+            "delta_us_median": statistics.median(deltas), "delta_us_p25": _quantile(deltas, 0.25),
+            "delta_us_p75": _quantile(deltas, 0.75)}
+
+
+# -- 3. per event -----------------------------------------------------------------------------------
+
+def _captured_events(client: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The (event name, kwargs) botocore emits for EVENTS during one successful (stubbed) call."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def record(event_name: str, **kwargs: Any) -> None:
+        if not any(name[0] == event_name for name in seen):
+            seen.append((event_name, dict(kwargs)))
+
+    for event in EVENTS:
+        client.meta.events.register_last(f"{event}.bedrock-runtime", record, unique_id=f"bench-record-{event}")
+    converse(client)
+    for event in EVENTS:
+        client.meta.events.unregister(f"{event}.bedrock-runtime", record, unique_id=f"bench-record-{event}")
+    return seen
+
+
+def event_cost(rounds: int, calls: int) -> dict[str, Any]:
+    plain, hooked = _stubbed_pair()
+    out: dict[str, Any] = {"rounds": rounds, "emits_per_round": calls, "events": {}}
+    captured = {"plain": dict(_captured_events(plain)), "hooked": dict(_captured_events(hooked))}
+    total = 0.0
+    for prefix in EVENTS:
+        name = next(n for n in captured["plain"] if n.startswith(prefix + "."))
+        fns = []
+        for which, client in (("plain", plain), ("hooked", hooked)):
+            emit, kwargs = client.meta.events.emit, captured[which][name]
+
+            def go(emit: Any = emit, kwargs: dict[str, Any] = kwargs, name: str = name) -> None:
+                for _ in range(calls):
+                    emit(name, **kwargs)
+            fns.append(go)
+        p, h = _interleaved(fns[0], fns[1], rounds)
+        delta = statistics.median([(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)])
+        out["events"][prefix] = {"plain_us": statistics.median(p) / calls * 1e6,
+                                 "hooked_us": statistics.median(h) / calls * 1e6, "delta_us": delta}
+        total += delta
+    out["total_delta_us"] = total
+    _release(plain, hooked)
+    return out
+
+
+# -- 4. connection pool hook ------------------------------------------------------------------------
+
+def pool_cost(url: str, rounds: int, calls: int) -> dict[str, Any]:
+    plain, hooked = _pair(url)
+    pools = []
+    for client in (plain, hooked):
+        converse(client)
+        manager = client._endpoint.http_session._manager
+        pools.append(next(iter(manager.pools._container.values())))
+
+    def cycle(pool: Any) -> Any:
+        def go() -> None:
+            for _ in range(calls):
+                pool._put_conn(pool._get_conn())
+        return go
+
+    p, h = _interleaved(cycle(pools[0]), cycle(pools[1]), rounds)
+    result = {"pool_class": type(pools[1]).__name__, "plain_us": statistics.median(p) / calls * 1e6,
+              "hooked_us": statistics.median(h) / calls * 1e6,
+              "delta_us": statistics.median([(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)])}
+    _release(plain, hooked)
+    return result
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _release(*clients: Any) -> None:
+    import bedrock_hooks
+
+    for client in clients:
+        bedrock_hooks.uninstall(client)
+        getattr(client, "close", lambda: None)()
+
+
+def run(*, smoke: bool = False) -> dict[str, Any]:
+    p = SMOKE if smoke else FULL
+    with ServerProcess() as server:
+        server.scenario("ok")
+        loop = throughput(server.url, p["rounds"], p["calls"])
+        pool = pool_cost(server.url, p["emit_rounds"], p["emit_calls"] // 4)
+    stub = stub_cost(p["stub_rounds"], p["stub_calls"])
+    events = event_cost(p["emit_rounds"], p["emit_calls"])
+    return {"params": dict(p), "throughput": loop, "stub": stub, "events": events, "pool": pool,
+            "handler_cost_us": stub["delta_us_median"] + pool["delta_us"]}
+
+
+def table(result: dict[str, Any]) -> str:
+    t, s, e, pool = result["throughput"], result["stub"], result["events"], result["pool"]
+    rows = [
+        ["Converse over loopback HTTP (calls/s)", f"{t['plain_calls_per_s']:,.0f}", f"{t['hooked_calls_per_s']:,.0f}",
+         f"ratio **{t['ratio_median']:.3f}** (rounds {t['ratio_min']:.3f}–{t['ratio_max']:.3f})"],
+        ["Converse, HTTP stubbed out (µs/call)", f"{s['plain_us_per_call']:.1f}", f"{s['hooked_us_per_call']:.1f}",
+         f"+{s['delta_us_median']:.1f} µs (IQR {s['delta_us_p25']:.1f}–{s['delta_us_p75']:.1f})"],
+    ]
+    for name, ev in e["events"].items():
+        rows.append([f"emit `{name}` (µs)", f"{ev['plain_us']:.2f}", f"{ev['hooked_us']:.2f}", f"{ev['delta_us']:+.2f} µs"])
+    rows.append(["pool `_get_conn`+`_put_conn` (µs)", f"{pool['plain_us']:.2f}", f"{pool['hooked_us']:.2f}",
+                 f"{pool['delta_us']:+.2f} µs"])
+    rows.append(["**library cost per successful call** (stubbed call + pool hook)", "", "",
+                 f"**{result['handler_cost_us']:.1f} µs**"])
+    return markdown_table(["measurement", "plain botocore", "with bedrock-hooks", "difference"], rows, "lrrr")
+
+
+def plot(result: dict[str, Any], path: Path, plt: Any) -> Path:
+    t, s = result["throughput"], result["stub"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].bar(["plain", "bedrock-hooks"], [t["plain_calls_per_s"], t["hooked_calls_per_s"]], color=["#888", "#2a7"])
+    axes[0].set_title(f"loopback Converse calls/s (ratio {t['ratio_median']:.3f})")
+    names = list(result["events"]["events"]) + ["pool hook"]
+    deltas = [ev["delta_us"] for ev in result["events"]["events"].values()] + [result["pool"]["delta_us"]]
+    axes[1].barh(names, deltas, color="#2a7")
+    axes[1].axvline(0, color="#444", lw=0.8)
+    axes[1].set_title(f"added cost per call, µs (stubbed call: +{s['delta_us_median']:.1f} µs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(smoke=args.smoke)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,310 @@
+"""The process-wide rate limiter (bedrock_hooks/ratelimit.py): pacing, adaptation, sharing, thread
+safety and a clean detach. Time is injected: nothing here sleeps for real."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import bedrock_hooks
+from bedrock_hooks import ratelimit
+from bedrock_hooks.ratelimit import BETA, Bucket
+from bedrock_hooks.testing import Reply
+
+from conftest import converse, make_client, new_session
+
+
+class Clock:
+    """A thread-safe manual clock."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+def _throttles_from_two_threads(bucket: Bucket, now: float) -> None:
+    """Two throttled attempts answered on two live threads (thread ids are reused once a thread ends)."""
+    done = threading.Event()
+    first_answered = threading.Event()
+
+    def first() -> None:
+        bucket.before_send(now)
+        bucket.on_response(now, throttled=True)
+        first_answered.set()
+        done.wait(5)
+
+    t = threading.Thread(target=first)
+    t.start()
+    first_answered.wait(5)
+    second = threading.Thread(target=lambda: (bucket.before_send(now), bucket.on_response(now, throttled=True)))
+    second.start()
+    second.join()
+    done.set()
+    t.join()
+
+
+def _engage(bucket: Bucket, clock: Clock, sends: int = 20) -> None:
+    """``sends`` requests in the last second, then throttles from two threads."""
+    for _ in range(sends):
+        bucket.before_send(clock())
+        clock.advance(1.0 / sends)
+    _throttles_from_two_threads(bucket, clock())
+
+
+def test_idle_bucket_never_waits_and_only_counts():
+    clock = Clock()
+    bucket = Bucket(clock)
+    for _ in range(100):
+        assert bucket.before_send(clock()) == 0.0
+        bucket.on_response(clock(), throttled=False)
+        clock.advance(0.001)
+    assert not bucket.engaged and bucket.measured_rate() > 0
+
+
+def test_a_lone_thread_is_never_paced():
+    """A sequential caller is already spaced by its backoff: its throttles do not engage pacing."""
+    clock = Clock()
+    bucket = Bucket(clock)
+    for _ in range(10):
+        assert bucket.before_send(clock()) == 0.0
+        bucket.on_response(clock(), throttled=True)
+        clock.advance(0.05)
+    assert not bucket.engaged and bucket.throttles == 10
+
+
+def test_throttles_from_two_threads_engage_at_beta_times_the_measured_rate():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock, sends=20)
+    assert bucket.engaged
+    assert bucket.rate == pytest.approx(BETA * bucket._w_max)
+    assert 10 <= bucket._w_max <= 25  # ~20 req/s were sent over the last second
+    assert bucket.reductions == 1  # the second throttle was for a request reserved before the cut
+
+
+def test_pacing_spaces_sends_one_interval_apart_fifo():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock)
+    interval = 1.0 / bucket.rate
+    waits = [bucket.before_send(clock()) for _ in range(5)]
+    assert waits == pytest.approx([0.0, interval, 2 * interval, 3 * interval, 4 * interval])
+    clock.advance(10 * interval)  # idle: the schedule does not bank unused slots
+    assert bucket.before_send(clock()) == 0.0
+
+
+def test_wait_is_capped():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock)
+    waits = [bucket.before_send(clock(), max_wait=0.25) for _ in range(50)]
+    assert max(waits) == 0.25
+
+
+def test_throttling_cuts_once_per_round_trip_and_successes_grow_back():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock)
+    first = bucket.rate
+    bucket.before_send(clock())  # reserved before the next cut...
+    clock.advance(0.01)
+    bucket.on_response(clock(), throttled=True)  # ...and reserved after the last one: cut
+    assert bucket.rate == pytest.approx(max(ratelimit.MIN_RATE, min(first, bucket.measured_rate()) * BETA), rel=0.3)
+    assert bucket.rate < first and bucket.reductions == 2
+    cut = bucket.rate
+    for _ in range(40):  # steady successes at the paced rate: CUBIC growth back above the cut
+        clock.advance(max(bucket.before_send(clock()), 1.0 / bucket.rate))
+        bucket.on_response(clock(), throttled=False)
+    assert bucket.rate > cut
+    assert bucket.rate <= ratelimit.MAX_RATE_FACTOR * max(bucket.measured_rate(), ratelimit.MIN_RATE) + 1e-9
+
+
+def test_rate_never_below_floor():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock, sends=2)
+    for _ in range(20):
+        bucket.before_send(clock())
+        clock.advance(0.001)
+        bucket.on_response(clock(), throttled=True)
+    assert bucket.rate >= ratelimit.MIN_RATE
+
+
+def test_disengages_after_a_quiet_period():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock)
+    clock.advance(ratelimit.RESET_AFTER + 1)
+    assert bucket.before_send(clock()) == 0.0
+    assert not bucket.engaged
+    assert [bucket.before_send(clock()) for _ in range(5)] == [0.0] * 5
+
+
+def _in_threads(count: int, fn) -> None:
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            fn(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_thread_safety_every_slot_handed_out_once():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock)
+    interval = 1.0 / bucket.rate
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def reserve(_: int) -> None:
+        mine = [bucket.before_send(clock()) for _ in range(50)]
+        with lock:
+            waits.extend(mine)
+
+    _in_threads(8, reserve)
+    slots = sorted(round(w / interval) for w in waits)
+    assert slots == list(range(400))  # 400 distinct, consecutive slots: none lost or double-booked
+
+
+def test_thread_safety_under_mixed_traffic():
+    clock = Clock()
+    bucket = Bucket(clock)
+    _engage(bucket, clock)
+
+    def traffic(i: int) -> None:
+        for n in range(300):
+            bucket.before_send(clock(), max_wait=1.0)
+            clock.advance(0.0005)
+            bucket.on_response(clock(), throttled=(n + i) % 7 == 0)
+
+    _in_threads(8, traffic)
+    assert bucket.engaged and bucket.throttles >= 8 * 300 // 7
+    assert ratelimit.MIN_RATE <= bucket.rate < float("inf")
+    assert bucket.before_send(clock()) >= 0.0
+
+
+# -- the feature on real clients ------------------------------------------------------------------
+
+def test_clients_of_one_region_share_a_bucket_and_detach_forgets_it(server, fake_time):
+    before = set(ratelimit.buckets())
+    session = new_session()
+    a, b = make_client(session, server), make_client(session, server)
+    other = new_session().client("bedrock-runtime", region_name="eu-west-1", endpoint_url=server.url)
+    runtime = fake_time.runtime()
+    for client in (a, b, other):
+        bedrock_hooks.install(client, runtime=runtime, rate_limit=True)
+    keys = {key[:2] for key in set(ratelimit.buckets()) - before}
+    assert keys == {("bedrock-runtime", "us-east-1"), ("bedrock-runtime", "eu-west-1")}
+    bedrock_hooks.uninstall(a)
+    assert ("bedrock-runtime", "us-east-1") in {key[:2] for key in set(ratelimit.buckets()) - before}  # b uses it
+    bedrock_hooks.uninstall(b)
+    bedrock_hooks.uninstall(other)
+    assert set(ratelimit.buckets()) == before
+
+
+def test_throttled_clients_are_paced_together_and_uninstall_restores_plain(server, fake_time):
+    """Two clients throttled on two threads engage one bucket; both then wait their slot (fake sleeps);
+    after uninstall the same calls sleep nothing."""
+    before = set(ratelimit.buckets())
+    session = new_session()
+    clients = [make_client(session, server), make_client(session, server)]
+    runtime = fake_time.runtime()
+    for client in clients:
+        bedrock_hooks.install(client, runtime=runtime, max_attempts=1, rate_limit=True)
+    server.default = Reply.throttling()
+
+    def call(client) -> None:
+        try:
+            converse(client)
+        except Exception:
+            pass
+
+    release = threading.Event()
+    first_done = threading.Event()
+
+    def first() -> None:
+        call(clients[0])
+        first_done.set()
+        release.wait(5)  # stay alive: a finished thread's id may be reused by the next one
+
+    t = threading.Thread(target=first)
+    t.start()
+    first_done.wait(5)
+    second = threading.Thread(target=call, args=(clients[1],))
+    second.start()
+    second.join()
+    release.set()
+    t.join()
+    (bucket,) = [b for k, b in ratelimit.buckets().items() if k not in before]
+    assert bucket.engaged and bucket.throttles == 2
+    server.default = Reply.ok()
+    fake_time.sleeps.clear()
+    for client in clients * 3:
+        converse(client)
+    assert len(fake_time.sleeps) >= 5 and all(s > 0 for s in fake_time.sleeps)  # paced, shared schedule
+    for client in clients:
+        bedrock_hooks.uninstall(client)
+    assert set(ratelimit.buckets()) == before
+    fake_time.sleeps.clear()
+    for client in clients * 3:
+        converse(client)
+    assert fake_time.sleeps == []
+    assert not any("ratelimit" in str(h) for c in clients for h in c.meta.events._emitter._unique_id_handlers)
+
+
+def test_rate_limit_off_attaches_nothing(server, fake_time, monkeypatch):
+    monkeypatch.setenv("BEDROCK_HOOKS_RATE_LIMIT", "off")
+    before = set(ratelimit.buckets())
+    client = make_client(new_session(), server)
+    bedrock_hooks.install(client, runtime=fake_time.runtime())
+    assert set(ratelimit.buckets()) == before
+    converse(client)
+
+
+def test_only_throttling_counts():
+    assert ratelimit.is_throttling(429, {"Error": {"Code": "ThrottlingException", "Message": "Too many requests"}})
+    assert not ratelimit.is_throttling(429, {"Error": {"Code": "ThrottlingException",
+                                                       "Message": "Too many tokens per day, please wait"}})
+    assert not ratelimit.is_throttling(503, {"Error": {"Code": "ServiceUnavailableException", "Message": "x"}})
+    assert not ratelimit.is_throttling(200, {})
+
+
+def test_a_client_dropped_without_uninstall_releases_its_bucket(server, fake_time):
+    """The bucket reference is tied to the client's lifetime by a weakref finalizer."""
+    from bedrock_hooks.config import load_settings
+
+    before = set(ratelimit.buckets())
+    client = make_client(new_session(), server)
+    feature = ratelimit.feature(client, load_settings(rate_limit=True), fake_time.runtime())
+    feature.attach()
+    assert set(ratelimit.buckets()) != before
+    assert feature._release.alive and feature._release.peek()[0] is client
+    feature._release()  # what the garbage collector runs when the client is dropped
+    assert set(ratelimit.buckets()) == before
+    feature.detach()  # and a later detach releases nothing twice
+    assert set(ratelimit.buckets()) == before
+
+
+def test_off_by_default(server, fake_time):
+    before = set(ratelimit.buckets())
+    bedrock_hooks.install(make_client(new_session(), server), runtime=fake_time.runtime())
+    assert set(ratelimit.buckets()) == before
