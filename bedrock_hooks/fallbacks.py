@@ -11,8 +11,8 @@ call sites:
   signing Region) and the handler answers "retry now" with a fresh budget for the new target.
 * ``before-call``: new calls go straight to a remembered inference profile, or to a model's first
   fallback while its circuit is open.
-* ``after-call``: a rerouted success says who served it in ``response["BedrockHooks"]``; a final
-  failure lists the route it took.
+* ``after-call``: a rerouted success says who served it in ``response["BedrockHooks"]`` (a final
+  failure's ``BedrockHooks`` lists the route, from the call state, via the hint).
 
 InvokeModel bodies are provider-specific, so InvokeModel only falls back within the same provider
 family unless ``BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER`` is on; Converse requests may go anywhere.
@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .catalog import Entry
 from .config import Settings
-from .handlers import CallState, Registrations, Runtime, call_state
+from .handlers import STATE_KEY, CallState, Registrations, Runtime, call_state
 from .safety import report_failure
 
 logger = logging.getLogger("bedrock_hooks.fallbacks")
@@ -113,6 +113,8 @@ class Router:
         self._lock = threading.Lock()
         self._circuits: collections.OrderedDict[tuple[str, str], _Circuit] = collections.OrderedDict()
         self._profiles: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
+        #: Becomes True once a profile is remembered or a circuit opens; until then new calls need no routing.
+        self.routing = False
 
     # -- circuit breaker ------------------------------------------------------------------------
     def record_pressure(self, model: str, region: str, now: float) -> bool:
@@ -131,6 +133,7 @@ class Router:
             if circuit.open_until <= now and len(circuit.failures) >= self.settings.circuit_threshold:
                 circuit.open_until = now + self.settings.circuit_cooldown
                 circuit.failures.clear()
+                self.routing = True
                 return True
         return False
 
@@ -143,6 +146,7 @@ class Router:
     def remember_profile(self, model: str, region: str, profile: str) -> None:
         with self._lock:
             self._profiles[(model, region)] = profile
+            self.routing = True
             while len(self._profiles) > _MAX_TRACKED:
                 self._profiles.popitem(last=False)
 
@@ -194,14 +198,22 @@ class FallbackHooks:
         self.service = client.meta.service_model.service_id.hyphenize()
         self.region = client.meta.region_name or ""
         self.events = client.meta.events
+        self._operations = client.meta.service_model.operation_names
         self._client = weakref.ref(client)
         self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
+        """Register per routable operation only, so other calls of the client pay nothing.
+
+        ``needs-retry`` is the exception: botocore calls handlers of more specific event names first,
+        and this one must run after :class:`ClientHooks` (service level) has judged the attempt.
+        """
         svc = self.service
-        self._registrations.add(f"before-call.{svc}", self.on_before_call, f"bedrock-hooks-route-{svc}")
         self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, f"bedrock-hooks-fallback-{svc}")
-        self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-served-{svc}")
+        for operation in sorted(ROUTABLE & set(self._operations)):
+            suffix = f"{svc}.{operation}"
+            self._registrations.add(f"before-call.{suffix}", self.on_before_call, f"bedrock-hooks-route-{suffix}")
+            self._registrations.add(f"after-call.{suffix}", self.on_after_call, f"bedrock-hooks-served-{suffix}")
 
     def detach(self) -> None:
         self._registrations.remove_all()
@@ -209,8 +221,8 @@ class FallbackHooks:
     # -- before-call: route new calls -----------------------------------------------------------------
     def on_before_call(self, model: Any = None, params: Any = None, context: Any = None, **kwargs: Any) -> None:
         try:
-            if model is None or model.name not in ROUTABLE or not isinstance(params, dict):
-                return
+            if not self.router.routing or model is None or not isinstance(params, dict):
+                return  # nothing remembered and no circuit ever opened: the common case costs one read
             current = model_in_path(params.get("url_path", ""))
             if current is None:
                 return
@@ -243,10 +255,10 @@ class FallbackHooks:
     def _reroute(self, attempts: int, request_dict: Any, operation: Any) -> int | None:
         if operation is None or operation.name not in ROUTABLE or not isinstance(request_dict, dict):
             return None
-        state = call_state(request_dict.get("context"))
+        state = (request_dict.get("context") or {}).get(STATE_KEY)
+        if not isinstance(state, CallState) or state.classification is None or state.verdict is None:
+            return None  # a success, or an error the catalog left to botocore
         classification, verdict = state.classification, state.verdict
-        if classification is None or verdict is None:
-            return None
         entry = classification.entry
         current = model_in_path(request_dict.get("url_path", ""))
         if current is None or entry.reroute is None:
@@ -327,16 +339,14 @@ class FallbackHooks:
     def on_after_call(self, http_response: Any = None, parsed: Any = None, context: Any = None,
                       **kwargs: Any) -> None:
         try:
-            state = context.get("bedrock_hooks") if isinstance(context, dict) else None
+            state = context.get(STATE_KEY) if isinstance(context, dict) else None
             if not isinstance(parsed, dict) or not isinstance(state, CallState) or not state.route:
                 return
+            if getattr(http_response, "status_code", 200) >= 300:
+                return  # a final error: the hint (ClientHooks) lists the route from the call state
             last = state.route[-1]
-            served = {"model": last["to_model"], "region": last["to_region"]}
-            if getattr(http_response, "status_code", 200) < 300:
-                parsed["BedrockHooks"] = {"served_by": served, "requested_model": state.route[0]["from_model"],
-                                          "route": list(state.route)}
-            elif isinstance(parsed.get("BedrockHooks"), dict):
-                parsed["BedrockHooks"]["route"] = list(state.route)
+            parsed["BedrockHooks"] = {"served_by": {"model": last["to_model"], "region": last["to_region"]},
+                                      "requested_model": state.route[0]["from_model"], "route": list(state.route)}
         except Exception as exc:
             report_failure("after-call (fallbacks)", exc)
 

@@ -120,9 +120,6 @@ class ClientHooks:
             if self._botocore_retry is not None:
                 self.events.unregister(f"needs-retry.{svc}", unique_id=slot)
             self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, slot, first=True)
-            if self.settings.fix_clock_skew:
-                self._registrations.add(f"before-sign.{svc}", self.on_before_sign, f"bedrock-hooks-sign-{svc}")
-                self._registrations.add(f"before-send.{svc}", self.on_before_send, f"bedrock-hooks-send-{svc}")
         if self.settings.hints:
             self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
             self._registrations.add(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
@@ -214,6 +211,7 @@ class ClientHooks:
             state.clock_skew = skew
             if not remedies.enable_clock_patch():
                 return False
+            self._watch_signing()
             self.clock_offset = skew
             state.notes.append(f"bedrock-hooks corrected this client's signing clock by {skew:+.0f}s and retried once.")
             return True
@@ -228,6 +226,13 @@ class ClientHooks:
         return False
 
     # -- signing clock ----------------------------------------------------------------------------
+    def _watch_signing(self) -> None:
+        """Register the signing-clock handlers once a skew is measured: until then calls pay nothing."""
+        if not self.clock_offset:
+            svc = self.service
+            self._registrations.add(f"before-sign.{svc}", self.on_before_sign, f"bedrock-hooks-sign-{svc}")
+            self._registrations.add(f"before-send.{svc}", self.on_before_send, f"bedrock-hooks-send-{svc}")
+
     def on_before_sign(self, **kwargs: Any) -> None:
         try:
             if self.clock_offset:
@@ -279,6 +284,7 @@ class ClientHooks:
             facts.reason = state.verdict.reason if state.verdict else None
             facts.clock_skew = state.clock_skew
             facts.notes = list(state.notes)
+            facts.route = list(state.route)
         credentials = getattr(self._signer, "_credentials", None)
         facts.credential_source = remedies.credential_source(credentials)
         facts.botocore_version = _botocore_version()

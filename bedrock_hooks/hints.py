@@ -28,6 +28,7 @@ class HintFacts:
     credential_source: str | None = None
     botocore_version: str | None = None
     notes: list[str] = field(default_factory=list)
+    route: list[dict[str, Any]] = field(default_factory=list)  #: fallback moves the call made
 
 
 def build_info(classification: Classification, facts: HintFacts) -> dict[str, Any]:
@@ -44,6 +45,8 @@ def build_info(classification: Classification, facts: HintFacts) -> dict[str, An
     }
     if facts.reason:
         info["stopped_because"] = facts.reason
+    if facts.route:
+        info["route"] = list(facts.route)
     details = {}
     if facts.clock_skew is not None:
         details["clock_skew_seconds"] = round(facts.clock_skew, 3)

@@ -50,6 +50,20 @@ _PARAMS_KEY = "bedrock_hooks_stream_params"
 _reissuing: contextvars.ContextVar[bool] = contextvars.ContextVar("bedrock_hooks_reissuing", default=False)
 
 
+_streaming_ops: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def streaming_operations(service_model: Any) -> tuple[str, ...]:
+    """Operations of a service whose output is an event stream (computed once per service model)."""
+    key = (service_model.service_name, service_model.api_version)
+    operations = _streaming_ops.get(key)
+    if operations is None:
+        operations = tuple(name for name in service_model.operation_names
+                           if service_model.operation_model(name).has_event_stream_output)
+        _streaming_ops[key] = operations
+    return operations
+
+
 def event_stream_member(operation_model: Any) -> str | None:
     """The output member that holds the event stream (``stream`` for Converse, ``body`` for Invoke)."""
     shape = operation_model.get_event_stream_output()
@@ -74,12 +88,18 @@ class StreamHooks:
         retries = getattr(client.meta.config, "retries", None) or {}
         self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
         self.read_timeout = getattr(client.meta.config, "read_timeout", None)
+        self._service_model = client.meta.service_model
         self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
+        """Register per streaming operation only, so other calls of the client pay nothing."""
         svc = self.service
-        self._registrations.add(f"before-parameter-build.{svc}", self.on_before_parameter_build, f"bedrock-hooks-params-{svc}")
-        self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-stream-{svc}")
+        for operation in streaming_operations(self._service_model):
+            if self.recoverable(operation):
+                self._registrations.add(f"before-parameter-build.{svc}.{operation}", self.on_before_parameter_build,
+                                        f"bedrock-hooks-params-{svc}-{operation}")
+            self._registrations.add(f"after-call.{svc}.{operation}", self.on_after_call,
+                                    f"bedrock-hooks-stream-{svc}-{operation}")
 
     def detach(self) -> None:
         self._registrations.remove_all()

@@ -204,8 +204,9 @@ ALL_STREAMS = [STREAM_THROTTLED, STREAM_INVALID, STREAM_CUT, []]
 STREAM_CASES = [
     # (id, patch, scripts, exact, expected reports). With recovery intact (build_info), a throttled
     # first frame is recovered -- better than botocore, so not compared; every stream that fails is.
-    ("recoverable", lambda m: m.setattr(streaming.StreamHooks, "recoverable", boom), ALL_STREAMS, False,
-     {"before-parameter-build", "stream recovery"}),
+    # recoverable() is consulted when the feature attaches: the stream feature is then left off entirely
+    ("recoverable", lambda m: m.setattr(streaming.StreamHooks, "recoverable", boom), ALL_STREAMS, True,
+     {"attach"}),
     ("event_stream_member", lambda m: m.setattr(streaming, "event_stream_member", boom), ALL_STREAMS, True,
      {"after-call (stream)"}),
     ("classify", lambda m: m.setattr(streaming, "classify", boom), ALL_STREAMS, True, {"stream recovery"}),
@@ -295,7 +296,7 @@ def test_attach_failing_halfway_restores_botocore(server, fake_time, caplog, mon
     original = handlers.Registrations.add
 
     def add(self, event, handler, unique_id, *, first=False):
-        if event.startswith("before-sign"):  # after needs-retry already replaced botocore's handler
+        if event.startswith("after-call."):  # after needs-retry already replaced botocore's handler
             raise Boom("injected")
         return original(self, event, handler, unique_id, first=first)
 
