@@ -258,8 +258,9 @@ OPTIONS: tuple[Option, ...] = (
            "A pooled connection idle longer than this is closed before reuse; 0/off disables eviction."),
     Option("stream_retry", "BEDROCK_HOOKS_STREAM_RETRY", parse_bool, True,
            "Transparently re-issue a stream that fails before any content was delivered."),
-    Option("rate_limit", "BEDROCK_HOOKS_RATE_LIMIT", parse_bool, False,
-           "Process-wide adaptive pacing per service and Region once several threads are throttled (for quota-bound workloads)."),
+    Option("rate_limit", "BEDROCK_HOOKS_RATE_LIMIT", parse_bool, True,
+           "Process-wide adaptive pacing per service and Region, engaged only when several threads are throttled "
+           "and 429s are a large share of recent answers."),
 )
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
@@ -301,7 +302,7 @@ class Settings:
     keepalive_count: int = 4
     pool_max_idle: float = 300.0
     stream_retry: bool = True
-    rate_limit: bool = False
+    rate_limit: bool = True
     #: Where each value came from: ``default``, ``override`` or the environment variable name.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     #: ``(variable, rejected value, value used)`` for every value that could not be used.

@@ -17,7 +17,10 @@ This feature keeps one :class:`Bucket` per ``(service, Region)`` (and clock) for
   longer than ``backoff_cap``.
 
 It engages only when throttling is seen from two threads within :data:`ENGAGE_WINDOW` seconds (a lone
-sequential caller is already spaced by its own backoff) and disengages after :data:`RESET_AFTER`
+sequential caller is already spaced by its own backoff) *and* throttling is at least
+:data:`ENGAGE_SHARE` of the last second's responses: a quota storm answers most requests with 429,
+while scattered 429s among successes (a noisy fault mix) are left to backoff instead of cutting the
+whole process's rate again and again (the same test gates every further cut while engaged). It disengages after :data:`RESET_AFTER`
 seconds without throttling. Until then a request costs one lock and a counter. State is O(1) per
 bucket and buckets are dropped when their last client detaches; ``BEDROCK_HOOKS_RATE_LIMIT=off``
 attaches nothing.
@@ -42,10 +45,32 @@ BETA = 0.7  #: multiplicative decrease on throttling (botocore adaptive: 0.7)
 SCALE = 0.4  #: CUBIC scale constant, requests/s per s^3 (botocore adaptive: 0.4)
 MIN_RATE = 0.5  #: requests/s floor of the allowed rate (botocore adaptive: 0.5)
 MAX_RATE_FACTOR = 2.0  #: the allowed rate never exceeds this multiple of the measured send rate
-ENGAGE_WINDOW = 1.0  #: throttles from two threads within this many seconds engage pacing
+ENGAGE_WINDOW = 1.0  #: throttles from two threads within this many seconds engage pacing...
+ENGAGE_SHARE = 0.2  #: ...when at least this share of the last second's responses were throttled
+MIN_SAMPLE = 20  #: responses in the last second needed before a share means anything
 RESET_AFTER = 20.0  #: seconds without throttling after which pacing disengages
 MAX_BUCKETS = 256  #: bound on process-wide buckets (one per service, Region and clock in practice)
 _SLOTS = 10  #: send-rate meter: 10 slots of 0.1 s (a sliding one-second window)
+
+
+class _Meter:
+    """Events per second over a sliding one-second window: 10 slots of 0.1 s, constant memory."""
+
+    def __init__(self) -> None:
+        self._ids = [-1] * _SLOTS
+        self._counts = [0] * _SLOTS
+
+    def add(self, now: float, n: int = 1) -> None:
+        slot = int(now * _SLOTS)
+        i = slot % _SLOTS
+        if self._ids[i] != slot:
+            self._ids[i] = slot
+            self._counts[i] = 0
+        self._counts[i] += n
+
+    def total(self, now: float) -> int:
+        current = int(now * _SLOTS)
+        return sum(c for s, c in zip(self._ids, self._counts) if current - _SLOTS < s <= current)
 
 
 class Bucket:
@@ -57,15 +82,16 @@ class Bucket:
 
     def __init__(self, clock: Callable[[], float], *, beta: float = BETA, scale: float = SCALE,
                  min_rate: float = MIN_RATE, engage_window: float = ENGAGE_WINDOW,
-                 reset_after: float = RESET_AFTER) -> None:
+                 engage_share: float = ENGAGE_SHARE, reset_after: float = RESET_AFTER) -> None:
         self.clock = clock
         self.beta, self.scale, self.min_rate = beta, scale, min_rate
-        self.engage_window, self.reset_after = engage_window, reset_after
+        self.engage_window, self.engage_share, self.reset_after = engage_window, engage_share, reset_after
         self._lock = threading.Lock()
         self._local = threading.local()  # send time of this thread's current attempt
         self._born = clock()
-        self._slot_ids = [-1] * _SLOTS
-        self._slot_counts = [0] * _SLOTS
+        self._sent = _Meter()
+        self._responses = _Meter()
+        self._throttled = _Meter()
         self.engaged = False
         self.rate = 0.0  #: allowed requests/s while engaged
         self.throttles = 0  #: throttling responses observed
@@ -77,22 +103,28 @@ class Bucket:
         self._last_throttle = float("-inf")
         self._last_throttle_thread: int | None = None
 
-    # -- the send-rate meter (under the lock) -------------------------------------------------
+    # -- meters (under the lock) -------------------------------------------------------------------
     def _count(self, now: float) -> None:
-        slot = int(now * _SLOTS)
-        i = slot % _SLOTS
-        if self._slot_ids[i] != slot:
-            self._slot_ids[i] = slot
-            self._slot_counts[i] = 0
-        self._slot_counts[i] += 1
+        self._sent.add(now)
 
     def measured_rate(self, now: float | None = None) -> float:
-        """Requests/s sent through this bucket over the last second (or since creation)."""
+        """Requests/s through this bucket over the last second (or since creation).
+
+        Sends are metered only while pacing is engaged (the idle path takes no lock on send); before
+        that, answers received stand in for requests sent.
+        """
         now = self.clock() if now is None else now
-        current = int(now * _SLOTS)
-        sent = sum(c for s, c in zip(self._slot_ids, self._slot_counts) if current - _SLOTS < s <= current)
         window = min(1.0, max(0.1, now - self._born))
-        return sent / window
+        return max(self._sent.total(now), self._responses.total(now)) / window
+
+    def _pressure(self, now: float) -> bool:
+        """Quota pressure, not noise: enough recent responses, and a large enough share of them 429s."""
+        return self._responses.total(now) >= MIN_SAMPLE and self.throttled_share(now) >= self.engage_share
+
+    def throttled_share(self, now: float) -> float:
+        """Share of the last second's responses that were throttling."""
+        responses = self._responses.total(now)
+        return self._throttled.total(now) / responses if responses else 0.0
 
     # -- events ----------------------------------------------------------------------------------
     def before_send(self, now: float, max_wait: float = float("inf")) -> float:
@@ -113,26 +145,29 @@ class Bucket:
     def on_response(self, now: float, throttled: bool) -> None:
         """Adapt to one attempt's outcome (call it from the thread that sent the attempt)."""
         if not throttled:
-            if self.engaged:  # unlocked read: a stale value only skips one growth step
-                with self._lock:
-                    self._grow(now)
+            with self._lock:
+                self._responses.add(now)
+                self._grow(now)
             return
-        reserved = getattr(self._local, "reserved", now)
+        # Unknown send time (sent while pacing was off) counts as before the last cut: it says nothing new.
+        reserved = getattr(self._local, "reserved", float("-inf"))
         thread = threading.get_ident()
         with self._lock:
             self.throttles += 1
+            self._responses.add(now)
+            self._throttled.add(now)
             if not self.engaged:
                 other_thread = self._last_throttle_thread not in (None, thread)
                 recent = now - self._last_throttle <= self.engage_window
                 self._last_throttle, self._last_throttle_thread = now, thread
-                if other_thread and recent:
+                if other_thread and recent and self._pressure(now):
                     self.engaged = True
                     self._tat = now
                     self._cut(now, self.measured_rate(now))
                     logger.debug("bedrock-hooks: throttling from several threads: pacing at %.2f req/s", self.rate)
                 return
             self._last_throttle, self._last_throttle_thread = now, thread
-            if reserved >= self._last_cut:  # paced at the current rate: the rate is still too high
+            if reserved >= self._last_cut and self._pressure(now):  # paced, and still mostly throttled
                 self._cut(now, min(self.rate, self.measured_rate(now)))
 
     # -- CUBIC ---------------------------------------------------------------------------------------
@@ -247,7 +282,7 @@ class RateLimit:
 
     def on_before_send(self, **kwargs: Any) -> None:  # must return None: a value would be the response
         bucket = self.bucket
-        if bucket is None:
+        if bucket is None or not bucket.engaged:  # unlocked read: the idle path costs one attribute load
             return
         try:
             wait = bucket.before_send(self.runtime.clock(), self.max_wait)
@@ -261,9 +296,7 @@ class RateLimit:
         if bucket is None or not isinstance(response_dict, dict):
             return  # no HTTP response (reset, timeout): says nothing about the quota
         try:
-            status = response_dict.get("status_code")
-            if status is not None and status < 400 and not bucket.engaged:
-                return  # the success path while all is well: nothing to do
+            status = response_dict.get("status_code")  # successes count too: engaging needs a throttled share
             bucket.on_response(self.runtime.clock(), is_throttling(status, parsed_response))
         except Exception as exc:
             report_failure("rate-limit", exc)

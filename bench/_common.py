@@ -105,8 +105,8 @@ MODES: dict[str, dict[str, Any]] = {
     "botocore legacy": {"retry_mode": "legacy", "hooks": None},
     "botocore standard": {"retry_mode": "standard", "hooks": None},
     "botocore adaptive": {"retry_mode": "adaptive", "hooks": None},
-    "bedrock-hooks": {"retry_mode": None, "hooks": {"rate_limit": False}},
-    "bedrock-hooks + rate limiter": {"retry_mode": None, "hooks": {"rate_limit": True}},
+    "bedrock-hooks, rate limiter off": {"retry_mode": None, "hooks": {"rate_limit": False}},
+    "bedrock-hooks": {"retry_mode": None, "hooks": {"rate_limit": True}},
 }
 
 
@@ -120,7 +120,7 @@ def modes() -> dict[str, dict[str, Any]]:
     """MODES, minus the limiter row when this version of the library has no rate limiter."""
     if "rate_limit" in hooks_available_options():
         return dict(MODES)
-    return {name: {**spec, "hooks": {}} for name, spec in MODES.items() if name != "bedrock-hooks + rate limiter"}
+    return {name: {**spec, "hooks": {}} for name, spec in MODES.items() if name != "bedrock-hooks, rate limiter off"}
 
 
 def build_clients(spec: dict[str, Any], url: str, count: int, *, shared: bool,
@@ -272,6 +272,14 @@ def markdown_table(headers: list[str], rows: list[list[Any]], align: str | None 
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def save_figure(fig: Any, path: Any, plt: Any) -> Any:
+    """Lay out, write the PNG and free the figure: the same last step of every benchmark plot."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def try_pyplot() -> Any:

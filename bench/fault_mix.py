@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (ServerProcess, build_clients, markdown_table, merge_runs, modes,  # noqa: E402
+from _common import (ServerProcess, save_figure, build_clients, markdown_table, merge_runs, modes,  # noqa: E402
                      release_clients, run_load)
 
 FULL = {"duration": 8.0, "threads": 8, "fault_rate": 0.2, "service_ms": 5.0, "deadline": 10.0, "repeats": 1,
@@ -91,10 +91,7 @@ def plot(results: dict[str, Any], path: Path, plt: Any) -> Path:
         ax.tick_params(axis="x", labelsize=8)
     p = results["params"]
     fig.suptitle(f"Fault mix: {p['fault_rate'] * 100:g}% of requests fail (500/503/429/reset), {p['threads']} threads")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, plt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ServerProcess, converse, make_client, markdown_table, new_session  # noqa: E402
+from _common import ServerProcess, converse, save_figure, make_client, markdown_table, new_session  # noqa: E402
 
 FULL = {"rounds": 60, "calls": 100, "stub_rounds": 25, "stub_calls": 1000, "emit_rounds": 15, "emit_calls": 20000}
 SMOKE = {"rounds": 2, "calls": 10, "stub_rounds": 2, "stub_calls": 50, "emit_rounds": 2, "emit_calls": 200}
@@ -297,10 +297,7 @@ def plot(result: dict[str, Any], path: Path, plt: Any) -> Path:
     axes[1].barh(names, deltas, color="#2a7")
     axes[1].axvline(0, color="#444", lw=0.8)
     axes[1].set_title(f"added cost per call, µs (stubbed call: +{s['delta_us_median']:.1f} µs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, plt)
 
 
 def main(argv: list[str] | None = None) -> int:

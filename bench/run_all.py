@@ -58,17 +58,6 @@ def _startup_table(s: dict[str, Any]) -> str:
                     f"interpreters).")
 
 
-def rename_modes(results: dict[str, Any]) -> None:
-    """Results recorded while the limiter was on by default used the old row names."""
-    names = {"bedrock-hooks, no rate limiter": "bedrock-hooks", "bedrock-hooks": "bedrock-hooks + rate limiter"}
-    tables = [results.get("fault_mix", {}).get("modes")] + list(results.get("throttle_storm", {}).get("layouts", {}).values())
-    for table in tables:
-        if table and "bedrock-hooks, no rate limiter" in table:
-            renamed = {names.get(k, k): v for k, v in table.items()}
-            table.clear()
-            table.update(renamed)
-
-
 def run(smoke: bool, out: Path, command: str) -> dict[str, Any]:
     plt = _common.try_pyplot()
     results: dict[str, Any] = {"machine": _common.machine(), "command": command, "smoke": smoke}
@@ -143,8 +132,8 @@ def render(results: dict[str, Any]) -> str:
                  f"{p['service_ms']:g} ms, 429 ThrottlingException beyond; {p['threads']} threads call back to back for "
                  f"{p['duration']:g} s per mode and repeat ({p['repeats']}), per-call deadline {p['deadline']:g} s "
                  "(bedrock-hooks: `retry_deadline`). Every client uses its mode's default attempt count. "
-                 "\"bedrock-hooks\" runs on a default (legacy-mode) client with defaults (rate limiter off); "
-                 "\"+ rate limiter\" is the same with `BEDROCK_HOOKS_RATE_LIMIT=on` (before/after the limiter)."]
+                 "\"bedrock-hooks\" runs on a default (legacy-mode) client with the library's defaults (rate limiter on); "
+                 "\"rate limiter off\" is the same with `BEDROCK_HOOKS_RATE_LIMIT=off` (before/after the limiter)."]
         for layout in r["layouts"]:
             parts += ["", f"**{layout} clients**", "", throttle_storm.table(r, layout)]
         return "\n".join(parts)

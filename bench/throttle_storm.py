@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (ServerProcess, build_clients, markdown_table, merge_runs, modes,  # noqa: E402
+from _common import (ServerProcess, save_figure, build_clients, markdown_table, merge_runs, modes,  # noqa: E402
                      release_clients, run_load)
 
 FULL = {"duration": 10.0, "threads": 16, "rate": 50.0, "burst": 10.0, "service_ms": 20.0, "deadline": 10.0,
@@ -107,10 +107,7 @@ def plot(results: dict[str, Any], path: Path, plt: Any) -> Path:
         ax.legend(fontsize=8)
     p = results["params"]
     fig.suptitle(f"Throttling storm: {p['threads']} threads, quota {p['rate']:g} req/s, deadline {p['deadline']:g} s")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, plt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ def test_startup_smoke():
 
 
 def test_throttle_storm_smoke():
-    modes = ("botocore adaptive", "bedrock-hooks + rate limiter")
+    modes = ("botocore adaptive", "bedrock-hooks")
     result = throttle_storm.run(smoke=True, only=modes, duration=0.5)
     rows = result["layouts"]["per-thread"]
     assert set(rows) == set(modes)

@@ -52,10 +52,13 @@ def _throttles_from_two_threads(bucket: Bucket, now: float) -> None:
 
 
 def _engage(bucket: Bucket, clock: Clock, sends: int = 20) -> None:
-    """``sends`` requests in the last second, then throttles from two threads."""
-    for _ in range(sends):
+    """``sends`` requests in the last second, most answered with 429 (a quota storm), then throttles
+    from two threads."""
+    for i in range(sends):
         bucket.before_send(clock())
+        bucket.on_response(clock(), throttled=i % 4 != 0)
         clock.advance(1.0 / sends)
+    bucket._last_throttle_thread = None  # the storm above was one thread's view; engagement is the two below
     _throttles_from_two_threads(bucket, clock())
 
 
@@ -67,6 +70,23 @@ def test_idle_bucket_never_waits_and_only_counts():
         bucket.on_response(clock(), throttled=False)
         clock.advance(0.001)
     assert not bucket.engaged and bucket.measured_rate() > 0
+
+
+def test_scattered_throttles_among_successes_do_not_engage():
+    """A noisy fault mix (a few 429s among many successes, several threads) is left to backoff."""
+    clock = Clock()
+    bucket = Bucket(clock)
+    for _ in range(40):  # 40 successes within the last second...
+        bucket.before_send(clock())
+        bucket.on_response(clock(), throttled=False)
+        clock.advance(0.02)
+    _throttles_from_two_threads(bucket, clock())  # ...then 2 throttles from two threads: 2/42 < 25 %
+    assert not bucket.engaged
+    for _ in range(10):  # a storm: most answers are 429 -> engages
+        bucket.before_send(clock())
+        bucket.on_response(clock(), throttled=True)
+    _throttles_from_two_threads(bucket, clock())
+    assert bucket.engaged
 
 
 def test_a_lone_thread_is_never_paced():
@@ -130,7 +150,7 @@ def test_throttling_cuts_once_per_round_trip_and_successes_grow_back():
 def test_rate_never_below_floor():
     clock = Clock()
     bucket = Bucket(clock)
-    _engage(bucket, clock, sends=2)
+    _engage(bucket, clock, sends=24)
     for _ in range(20):
         bucket.before_send(clock())
         clock.advance(0.001)
@@ -238,6 +258,8 @@ def test_throttled_clients_are_paced_together_and_uninstall_restores_plain(serve
         except Exception:
             pass
 
+    for _ in range(20):  # a storm seen from this thread: a share of 429s, but one thread does not engage
+        call(clients[0])
     release = threading.Event()
     first_done = threading.Event()
 
@@ -255,7 +277,7 @@ def test_throttled_clients_are_paced_together_and_uninstall_restores_plain(serve
     release.set()
     t.join()
     (bucket,) = [b for k, b in ratelimit.buckets().items() if k not in before]
-    assert bucket.engaged and bucket.throttles == 2
+    assert bucket.engaged and bucket.throttles == 22
     server.default = Reply.ok()
     fake_time.sleeps.clear()
     for client in clients * 3:
@@ -304,7 +326,11 @@ def test_a_client_dropped_without_uninstall_releases_its_bucket(server, fake_tim
     assert set(ratelimit.buckets()) == before
 
 
-def test_off_by_default(server, fake_time):
+def test_on_by_default_but_idle_until_a_storm(server, fake_time):
     before = set(ratelimit.buckets())
-    bedrock_hooks.install(make_client(new_session(), server), runtime=fake_time.runtime())
-    assert set(ratelimit.buckets()) == before
+    client = make_client(new_session(), server)
+    bedrock_hooks.install(client, runtime=fake_time.runtime())
+    (bucket,) = [b for k, b in ratelimit.buckets().items() if k not in before]
+    for _ in range(5):
+        converse(client)
+    assert not bucket.engaged and fake_time.sleeps == []
