@@ -352,7 +352,7 @@ class FallbackHooks:
 
 
 def feature(client: Any, settings: Settings, runtime: Runtime) -> FallbackHooks | None:
-    """Factory for :data:`bedrock_hooks.install.FEATURES`: only for bedrock-runtime with a reason to act."""
+    """Factory for :data:`bedrock_hooks.installation.FEATURES`: only for bedrock-runtime with a reason to act."""
     if client.meta.service_model.service_name != "bedrock-runtime" or not settings.retry:
         return None
     if not (settings.fallbacks or settings.inference_profiles or settings.fallback_regions):

@@ -331,7 +331,7 @@ class _ReissueFailed(Exception):
 
 
 def feature(client: Any, settings: Settings, runtime: Runtime) -> StreamHooks | None:
-    """Factory for :data:`bedrock_hooks.install.FEATURES`: only when hints or stream retry are on."""
+    """Factory for :data:`bedrock_hooks.installation.FEATURES`: only when hints or stream retry are on."""
     if not (settings.hints or settings.stream_retry):
         return None
     return StreamHooks(client, settings, runtime)

@@ -30,7 +30,7 @@ from bedrock_hooks.handlers import Runtime, botocore_retry_handler
 from bedrock_hooks.testing import Reply
 from conftest import make_client, new_session
 
-install_module = importlib.import_module("bedrock_hooks.install")
+install_module = importlib.import_module("bedrock_hooks.installation")
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]

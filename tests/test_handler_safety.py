@@ -33,7 +33,7 @@ from bedrock_hooks.hints import PREFIX
 from bedrock_hooks.testing import EventFrame, Reply
 from conftest import make_client, new_session
 
-install = importlib.import_module("bedrock_hooks.install")  # the package's `install` is the function
+installation = importlib.import_module("bedrock_hooks.installation")
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
@@ -225,7 +225,7 @@ def test_stream_bug_leaves_the_stream_as_botocore_makes_it(case, server, fake_ti
 # -- keep-alive: the hint note, the pool hooks, attach -----------------------------------------------
 
 def _hygiene(client):
-    features = install._clients[client][1]
+    features = installation._clients[client][1]
     found = [f for f in features if type(f).__name__ == "ConnectionHygiene"]
     if not found:
         pytest.skip("keep-alive feature not attached in this build")
@@ -245,7 +245,7 @@ def test_keepalive_attach_bug_leaves_sockets_to_botocore(server, fake_time, capl
     monkeypatch.setattr(keepalive, "keepalive_options", boom)
     hooked = compare(server, fake_time, caplog, [(S503, converse), (RESETS, converse), (RETRIED_OK, converse)],
                      {"attach"}, exact=False)
-    assert not any(type(f).__name__ == "ConnectionHygiene" for f in install._clients[hooked][1])
+    assert not any(type(f).__name__ == "ConnectionHygiene" for f in installation._clients[hooked][1])
 
 
 def test_pool_eviction_bug_keeps_the_connection(server, fake_time, caplog, monkeypatch):
@@ -285,11 +285,11 @@ def test_pool_return_bug_keeps_the_connection(server, fake_time, caplog, monkeyp
 # -- install: the create_client hook and a feature whose attach fails halfway ------------------------
 
 def test_create_client_hook_bug_returns_a_plain_client(server, fake_time, caplog, monkeypatch):
-    monkeypatch.setattr(install, "_after_create_client", boom)
+    monkeypatch.setattr(installation, "_after_create_client", boom)
     hooked = compare(server, fake_time, caplog,
                      [(S503, converse), (VALIDATION, converse), (RESETS, converse), (STREAM_THROTTLED, converse_stream)],
                      {"create-client"})
-    assert hooked not in install._clients
+    assert hooked not in installation._clients
 
 
 def test_attach_failing_halfway_restores_botocore(server, fake_time, caplog, monkeypatch):

@@ -21,7 +21,7 @@ MODES = ["legacy", "standard", "adaptive"]
 
 
 def hooks_of(client) -> ClientHooks:
-    from bedrock_hooks.install import _clients
+    from bedrock_hooks.installation import _clients
 
     return next(f for f in _clients[client][1] if isinstance(f, ClientHooks))
 
