@@ -133,6 +133,13 @@ def _botocore_session(target: Any) -> Any:
     return getattr(target, "_session", target)  # boto3.Session keeps the botocore one here
 
 
+def _configure(runtime: Runtime | None, overrides: dict[str, Any]) -> tuple[Settings, Runtime]:
+    """Settings (overrides > environment > defaults, never raising) and the runtime, for both entry points."""
+    settings = load_settings(**overrides)
+    apply_log_level(settings)
+    return settings, runtime or Runtime()
+
+
 def install(target: Any = None, *, runtime: Runtime | None = None, **overrides: Any) -> Installation:
     """Install bedrock-hooks on a session or client; calling it again returns the same installation.
 
@@ -141,9 +148,7 @@ def install(target: Any = None, *, runtime: Runtime | None = None, **overrides: 
     (``max_attempts=3``...), which win over ``BEDROCK_HOOKS_*`` variables. Never raises for bad
     configuration: a warning names the option and the value used instead.
     """
-    settings = load_settings(**overrides)
-    apply_log_level(settings)
-    runtime = runtime or Runtime()
+    settings, runtime = _configure(runtime, overrides)
     if not settings.enabled:
         return Installation(target, settings, runtime, kind="disabled")
     with _lock:
@@ -167,9 +172,7 @@ def install(target: Any = None, *, runtime: Runtime | None = None, **overrides: 
 def install_global(*, runtime: Runtime | None = None, **overrides: Any) -> Installation:
     """Install on every botocore session of the process, present and future (the zero-code mode)."""
     global _global
-    settings = load_settings(**overrides)
-    apply_log_level(settings)
-    runtime = runtime or Runtime()
+    settings, runtime = _configure(runtime, overrides)
     if not settings.enabled:
         return Installation(None, settings, runtime, kind="disabled")
     with _lock:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .config import Settings
-from .handlers import STATE_KEY, Runtime
+from .handlers import STATE_KEY, Registrations, Runtime
 from .safety import report_failure, safe_invoke
 
 logger = logging.getLogger("bedrock_hooks.keepalive")
@@ -278,7 +278,7 @@ class ConnectionHygiene:
         self._options: list[SocketOption] | None = None
         self._original_classes: dict[str, type] = {}
         self._classes: dict[type, type] = {}
-        self._registered = False
+        self._registrations = Registrations(self.events)
 
     # -- attach / detach --------------------------------------------------------------------------
     def attach(self) -> None:
@@ -292,15 +292,11 @@ class ConnectionHygiene:
                 self._set_options(self._original_options, self._options, fresh_sockets=True)
         self._install_pool_classes()
         if self.settings.hints:
-            self.events.register_first(f"after-call-error.{self.service}", self.on_after_call_error,
-                                       unique_id=f"bedrock-hooks-keepalive-note-{self.service}")
-            self._registered = True
+            self._registrations.add(f"after-call-error.{self.service}", self.on_after_call_error,
+                                    f"bedrock-hooks-keepalive-note-{self.service}", first=True)
 
     def detach(self) -> None:
-        if self._registered:
-            self.events.unregister(f"after-call-error.{self.service}", self.on_after_call_error,
-                                   unique_id=f"bedrock-hooks-keepalive-note-{self.service}")
-            self._registered = False
+        self._registrations.remove_all()
         if self.http_session is None:
             return
         safe_invoke("detach", self._restore_pool_classes)

@@ -37,6 +37,7 @@ from typing import Any
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify
 from .config import Settings
+from .handlers import Registrations
 from .safety import report_failure
 
 logger = logging.getLogger("bedrock_hooks.ratelimit")
@@ -257,22 +258,20 @@ class RateLimit:
         self.bucket: Bucket | None = None
         self._client = weakref.ref(client)
         self._release: Any = None
+        self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
         self.bucket = acquire(self.key, self.runtime.clock)
         client = self._client()
         # A client dropped without uninstall() must not pin its bucket forever.
         self._release = weakref.finalize(client, release, self.key, self.bucket) if client is not None else None
-        self.events.register(f"before-send.{self.service}", self.on_before_send,
-                             unique_id=f"bedrock-hooks-ratelimit-send-{self.service}")
-        self.events.register(f"response-received.{self.service}", self.on_response_received,
-                             unique_id=f"bedrock-hooks-ratelimit-observe-{self.service}")
+        self._registrations.add(f"before-send.{self.service}", self.on_before_send,
+                                f"bedrock-hooks-ratelimit-send-{self.service}")
+        self._registrations.add(f"response-received.{self.service}", self.on_response_received,
+                                f"bedrock-hooks-ratelimit-observe-{self.service}")
 
     def detach(self) -> None:
-        self.events.unregister(f"before-send.{self.service}", self.on_before_send,
-                               unique_id=f"bedrock-hooks-ratelimit-send-{self.service}")
-        self.events.unregister(f"response-received.{self.service}", self.on_response_received,
-                               unique_id=f"bedrock-hooks-ratelimit-observe-{self.service}")
+        self._registrations.remove_all()
         if self._release is not None:
             self._release()  # runs release(key, bucket) once
             self._release = None
