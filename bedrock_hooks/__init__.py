@@ -7,7 +7,7 @@
 from .catalog import ENTRIES, Decision, Entry
 from .classification import Classification, ErrorFacts, classify
 from .config import OPTIONS, Settings, load_settings
-from .handlers import Runtime
+from .features import Runtime
 from .installation import Installation, install, install_global, installation_for, uninstall
 
 __version__ = "0.1.0"

@@ -31,8 +31,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .catalog import Entry
 from .config import Settings
-from .handlers import STATE_KEY, CallState, Registrations, Runtime, call_state
-from .safety import report_failure
+from .failsafe import report_failure
+from .features import Registrations, Runtime
+from .state import STATE_KEY, CallState, call_state
 
 logger = logging.getLogger("bedrock_hooks.fallbacks")
 

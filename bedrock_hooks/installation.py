@@ -13,26 +13,17 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from . import fallbacks, keepalive, ratelimit, streaming
 from .config import Settings, apply_log_level, load_settings
-from .handlers import ClientHooks, Runtime
-from .safety import report_failure, safe_invoke
+from .failsafe import report_failure, safe_invoke
+from .features import Feature, FeatureFactory, Runtime
+from .retry import ClientHooks
 
 logger = logging.getLogger("bedrock_hooks")
 
 
-class Feature(Protocol):
-    """Something attached to one client; detaching must restore plain botocore."""
-
-    def attach(self) -> None: ...
-
-    def detach(self) -> None: ...
-
-
-#: Factories for per-client features, in attach order. Each returns None when disabled by settings.
-FeatureFactory = Callable[[Any, Settings, Runtime], "Feature | None"]
 FEATURES: list[FeatureFactory] = [lambda client, settings, runtime: ClientHooks(client, settings, runtime)]
 FEATURES.append(keepalive.feature)  # keep-alive socket options + idle eviction (issue 3)
 FEATURES.append(streaming.feature)  # mid-stream errors: hints and transparent re-issue

@@ -41,8 +41,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .config import Settings
-from .handlers import STATE_KEY, Registrations, Runtime
-from .safety import report_failure, safe_invoke
+from .failsafe import report_failure, safe_invoke
+from .features import Registrations, Runtime
+from .state import STATE_KEY
 
 logger = logging.getLogger("bedrock_hooks.keepalive")
 

@@ -37,8 +37,8 @@ from typing import Any
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify
 from .config import Settings
-from .handlers import Registrations
-from .safety import report_failure
+from .failsafe import report_failure
+from .features import Registrations
 
 logger = logging.getLogger("bedrock_hooks.ratelimit")
 

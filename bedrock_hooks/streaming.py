@@ -35,10 +35,11 @@ from botocore.exceptions import EventStreamError
 from .catalog import Decision
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
-from .handlers import INHERITED_STATE, CallState, Registrations, Runtime, call_state
+from .features import Registrations, Runtime
 from .hints import HintFacts, annotate_exception, build_info
 from .policy import RetryPolicy
-from .safety import report_failure
+from .failsafe import report_failure
+from .state import INHERITED_STATE, CallState, call_state
 
 logger = logging.getLogger("bedrock_hooks.streaming")
 

@@ -12,7 +12,7 @@ import pytest
 from botocore.config import Config
 
 import bedrock_hooks
-from bedrock_hooks.handlers import Runtime
+from bedrock_hooks.features import Runtime
 from bedrock_hooks.testing import BedrockServer
 
 # Tests must never reach a real credential provider or endpoint.

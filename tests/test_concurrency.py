@@ -26,7 +26,8 @@ from botocore.exceptions import ClientError
 
 import bedrock_hooks
 from bedrock_hooks import keepalive
-from bedrock_hooks.handlers import Runtime, botocore_retry_handler
+from bedrock_hooks.features import Runtime
+from bedrock_hooks.retry import botocore_retry_handler
 from bedrock_hooks.testing import Reply
 from conftest import make_client, new_session
 
@@ -71,7 +72,7 @@ def our_handler_ids(client) -> list[str]:
 
 def ours_on_needs_retry(client) -> int:
     handlers = client.meta.events._emitter._handlers.prefix_search("needs-retry.bedrock-runtime.Converse")
-    return sum(1 for h in handlers if type(getattr(h, "__self__", None)).__module__ == "bedrock_hooks.handlers")
+    return sum(1 for h in handlers if type(getattr(h, "__self__", None)).__module__ == "bedrock_hooks.retry")
 
 
 def assert_plain(client) -> None:

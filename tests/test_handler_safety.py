@@ -28,7 +28,7 @@ import botocore.endpoint
 import pytest
 
 import bedrock_hooks
-from bedrock_hooks import handlers, keepalive, remedies, safety, streaming
+from bedrock_hooks import features, retry as handlers, keepalive, remedies, failsafe as safety, streaming
 from bedrock_hooks.hints import PREFIX
 from bedrock_hooks.testing import EventFrame, Reply
 from conftest import make_client, new_session
@@ -293,14 +293,14 @@ def test_create_client_hook_bug_returns_a_plain_client(server, fake_time, caplog
 
 
 def test_attach_failing_halfway_restores_botocore(server, fake_time, caplog, monkeypatch):
-    original = handlers.Registrations.add
+    original = features.Registrations.add
 
     def add(self, event, handler, unique_id, *, first=False):
         if event.startswith("after-call."):  # after needs-retry already replaced botocore's handler
             raise Boom("injected")
         return original(self, event, handler, unique_id, first=first)
 
-    monkeypatch.setattr(handlers.Registrations, "add", add)
+    monkeypatch.setattr(features.Registrations, "add", add)
     hooked = compare(server, fake_time, caplog, [(S503, converse), (VALIDATION, converse), (RETRIED_OK, converse)],
                      {"attach"})
     assert handlers.botocore_retry_handler(hooked.meta.events, "bedrock-runtime").__module__.startswith("botocore")

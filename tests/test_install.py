@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 import bedrock_hooks
 from bedrock_hooks.installation import is_patched
 from bedrock_hooks.config import load_settings
-from bedrock_hooks.handlers import botocore_retry_handler
+from bedrock_hooks.retry import botocore_retry_handler
 from bedrock_hooks.testing import Reply
 from conftest import CREDS, converse, make_client, new_session
 

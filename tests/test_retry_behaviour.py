@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 
 import bedrock_hooks
 import bedrock_hooks.classification as classify_module
-from bedrock_hooks.handlers import ClientHooks
+from bedrock_hooks.retry import ClientHooks
 from bedrock_hooks.testing import Reply
 from conftest import converse, make_client, new_session
 
@@ -325,7 +325,7 @@ def test_a_failing_handler_is_logged_once_and_botocore_decides(server, fake_time
     def boom(facts):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr("bedrock_hooks.handlers.classify", boom)
+    monkeypatch.setattr("bedrock_hooks.retry.classify", boom)
     session = new_session()
     bedrock_hooks.install(session, runtime=fake_time.runtime())
     client = make_client(session, server, mode="standard")

@@ -36,7 +36,7 @@ from botocore.eventstream import ParserError
 from botocore.exceptions import BotoCoreError, ClientError
 
 import bedrock_hooks
-from bedrock_hooks import safety
+from bedrock_hooks import failsafe as safety
 from bedrock_hooks.classification import classify, facts_from_exception
 from bedrock_hooks.testing import EventFrame, Reply
 from conftest import make_client, new_session

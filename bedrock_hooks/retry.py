@@ -13,12 +13,8 @@ Nothing wraps the client: detaching restores botocore's own handler in its slot.
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import remedies
@@ -26,43 +22,14 @@ from .catalog import Decision, Remedy
 from .classification import Classification, classify, facts_from_exception, facts_from_parsed
 from .config import Settings
 from .hints import HintFacts, annotate_exception, append_hint, build_info, hint_line
-from .policy import RetryPolicy, Verdict, resend_is_safe
-from .safety import report_failure
+from .failsafe import report_failure
+from .features import Registrations, Runtime
+from .policy import RetryPolicy, resend_is_safe
+from .state import STATE_KEY, CallState, call_state
 
 logger = logging.getLogger("bedrock_hooks.retry")
 
-STATE_KEY = "bedrock_hooks"
 _DELEGATE = object()
-
-#: Set while a stream is re-issued, so the new call shares the failed call's attempt and deadline budget.
-INHERITED_STATE: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("bedrock_hooks_inherited",
-                                                                                   default=None)
-
-
-@dataclass
-class CallState:
-    """What one API call has been through, kept in botocore's per-call ``context`` dict."""
-
-    first_failure: float | None = None
-    reconnected: bool = False
-    remedy_used: bool = False
-    classification: Classification | None = None
-    verdict: Verdict | None = None
-    attempts: int = 0  #: attempts made so far, across re-issues of a stream
-    attempt_offset: int = 0  #: attempts spent before this HTTP call (a re-issued stream inherits them)
-    clock_skew: float | None = None
-    notes: list[str] = field(default_factory=list)
-    route: list[dict[str, Any]] = field(default_factory=list)  #: fallback moves taken by this call
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Injectable time and randomness: tests drive retries without sleeping."""
-
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    wall: Callable[[], float] = time.time
-    rng: random.Random | None = None
 
 
 def _raw_emitter(events: Any) -> Any:
@@ -76,24 +43,6 @@ def botocore_retry_handler(events: Any, service: str) -> Callable[..., Any] | No
     """The handler botocore registered in the ``retry-config-<service>`` slot, if any."""
     slot = getattr(_raw_emitter(events), "_unique_id_handlers", {}).get(f"retry-config-{service}")
     return slot.get("handler") if slot else None
-
-
-class Registrations:
-    """The handlers one feature put on one client's emitter, so that detaching removes exactly those."""
-
-    def __init__(self, events: Any) -> None:
-        self.events = events
-        self._items: list[tuple[str, Callable[..., Any], str]] = []
-
-    def add(self, event: str, handler: Callable[..., Any], unique_id: str, *, first: bool = False) -> None:
-        register = self.events.register_first if first else self.events.register
-        register(event, handler, unique_id=unique_id)
-        self._items.append((event, handler, unique_id))
-
-    def remove_all(self) -> None:
-        for event, handler, unique_id in reversed(self._items):
-            self.events.unregister(event, handler, unique_id=unique_id)
-        self._items.clear()
 
 
 class ClientHooks:
@@ -289,16 +238,6 @@ class ClientHooks:
         facts.credential_source = remedies.credential_source(credentials)
         facts.botocore_version = _botocore_version()
         return facts
-
-
-def call_state(context: Any) -> CallState:
-    """The call's state in botocore's per-call context (inherited from a failed stream when re-issuing)."""
-    if not isinstance(context, dict):
-        return CallState()
-    state = context.get(STATE_KEY)
-    if not isinstance(state, CallState):
-        state = context[STATE_KEY] = INHERITED_STATE.get() or CallState()
-    return state
 
 
 def _botocore_version() -> str | None:
