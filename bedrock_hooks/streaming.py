@@ -15,6 +15,11 @@ While iterating it classifies a failure with the same catalog as everything else
   already saw (``messageStart``) and continues, so the application sees one clean stream;
 * otherwise raises the original exception, carrying the hint line and ``BedrockHooks`` info.
 
+What was delivered is a property of the stream, not of one iterator (two loops, ``next(iter(...))``,
+two threads all read one source). The stream of a re-issued call comes back through the client, so
+instrumentation that wraps streams (OpenTelemetry's botocore extension) wraps it too, and it is read
+through that wrapper: every span it starts ends.
+
 Re-issuing is limited to read-only inference operations (:data:`RECOVERABLE`): an agent stream
 may have run tools with side effects and is only annotated, never re-issued.
 """
@@ -25,12 +30,10 @@ import contextvars
 import copy
 import json
 import logging
+import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
-
-from botocore.eventstream import EventStream
-from botocore.exceptions import EventStreamError
+from typing import TYPE_CHECKING, Any
 
 from .catalog import Decision
 from .classification import Classification, classify, facts_from_exception
@@ -40,6 +43,10 @@ from .hints import HintFacts, annotate_exception, build_info
 from .policy import RetryPolicy
 from .failsafe import report_failure
 from .state import INHERITED_STATE, CallState, call_state
+
+if TYPE_CHECKING:  # botocore's event-stream module is imported on first use (import cost)
+    from botocore.eventstream import EventStream
+    from botocore.exceptions import EventStreamError
 
 logger = logging.getLogger("bedrock_hooks.streaming")
 
@@ -120,15 +127,17 @@ class StreamHooks:
     def on_after_call(self, http_response: Any = None, parsed: Any = None, model: Any = None, context: Any = None,
                       **kwargs: Any) -> None:
         try:
-            if _reissuing.get() or not isinstance(parsed, dict) or model is None:
-                return
-            if getattr(http_response, "status_code", 500) >= 300:
+            if not isinstance(parsed, dict) or model is None or getattr(http_response, "status_code", 500) >= 300:
                 return
             member = event_stream_member(model)
             inner = parsed.get(member) if member else None
-            if not isinstance(inner, EventStream) or isinstance(inner, RecoveringEventStream):
+            if not _is_event_stream(inner) or isinstance(inner, (_TypedErrors, _Recovering)):
                 return
-            parsed[member] = RecoveringEventStream(inner, _StreamCall(self, model.name, member, parsed, context))
+            if _reissuing.get():  # read by the stream that re-issued it, through any wrapper the app adds
+                parsed[member] = _stream_type("TypedErrorsEventStream")(inner)
+            else:
+                call = _StreamCall(self, model.name, member, parsed, context)
+                parsed[member] = _stream_type("RecoveringEventStream")(inner, call)
         except Exception as exc:
             report_failure("after-call (stream)", exc)
 
@@ -198,7 +207,7 @@ class _StreamCall:
         token_state, token_flag = INHERITED_STATE.set(self.state), _reissuing.set(True)
         try:
             response = _method(client, self.operation)(**self.params)
-        except Exception as exc:  # the new call failed before streaming: that error is what the app sees
+        except Exception as exc:  # the new call failed before streaming: the app sees that error (_as_stream_error)
             logger.info("bedrock-hooks: re-issued %s failed: %s", self.operation, type(exc).__name__)
             raise _ReissueFailed(exc) from exc
         finally:
@@ -208,7 +217,7 @@ class _StreamCall:
         self.state.attempts += 1 + int(retries or 0)
         self.response.setdefault("ResponseMetadata", {})["RetryAttempts"] = self.state.attempts - 1
         stream = response.get(self.member)
-        return stream if isinstance(stream, EventStream) else None
+        return stream if _is_event_stream(stream) else None
 
     def _annotate(self, exc: BaseException, classification: Classification, reason: str) -> None:
         if not self.hooks.settings.hints:
@@ -223,6 +232,14 @@ class _StreamCall:
         annotate_exception(exc, build_info(classification, facts))
 
 
+def _is_event_stream(value: Any) -> bool:
+    """``isinstance(value, EventStream)`` (true for wrapt proxies of one too); botocore's parsers have imported
+    the module by the time a response exists."""
+    from botocore.eventstream import EventStream
+
+    return isinstance(value, EventStream)
+
+
 def _method(client: Any, operation: str) -> Any:
     """The client method for an API operation name (``ConverseStream`` -> ``converse_stream``)."""
     from botocore import xform_name
@@ -230,57 +247,29 @@ def _method(client: Any, operation: str) -> Any:
     return getattr(client, xform_name(operation))
 
 
-class RecoveringEventStream(EventStream):
-    """An ``EventStream`` that can continue on a re-issued call while nothing was delivered yet."""
+#: The attributes of botocore's ``EventStream`` a stand-in copies from the stream it stands for.
+_EVENT_STREAM_FIELDS = ("_raw_stream", "_output_shape", "_operation_name", "_parser", "_event_generator")
 
-    def __init__(self, inner: EventStream, call: _StreamCall) -> None:  # noqa: D107 - no super(): no 2nd reader
+
+def _adopt(target: Any, stream: Any) -> None:
+    """Give ``target`` the botocore fields of ``stream`` (no ``EventStream.__init__``: that would start a second
+    reader of the same body)."""
+    for name in _EVENT_STREAM_FIELDS:
+        setattr(target, name, getattr(stream, name, None))
+
+
+class _TypedErrors:
+    """Mixin of the ``EventStream`` around a stream the service answered: exception frames the service model does
+    not declare keep their type (:func:`_events`). The stream of a re-issued call is one, so that whatever
+    wrapper the application's instrumentation puts around it (OpenTelemetry ends its span there) still sees
+    every event and the end of the stream."""
+
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._call = call
-        self._raw_stream = inner._raw_stream
-        self._output_shape = inner._output_shape
-        self._operation_name = inner._operation_name
-        self._parser = inner._parser
-        self._event_generator = inner._event_generator
+        _adopt(self, inner)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        content_delivered = False
-        seen_preamble: set[str] = set()
-        skip: frozenset[str] = frozenset()
-        while True:
-            try:
-                for event in _events(self._inner):
-                    kind = next(iter(event), "")
-                    if not content_delivered and kind in skip:
-                        continue
-                    if kind in PREAMBLE_EVENTS:
-                        seen_preamble.add(kind)
-                    else:
-                        content_delivered = True
-                    yield event
-                return
-            except Exception as exc:
-                replacement = self._recover(exc, content_delivered)
-                if replacement is None:
-                    raise
-                self._close_quietly()
-                self._inner = replacement
-                self._raw_stream = replacement._raw_stream
-                skip = frozenset(seen_preamble)
-
-    def _recover(self, exc: BaseException, content_delivered: bool) -> EventStream | None:
-        try:
-            return self._call.recover(exc, content_delivered)
-        except _ReissueFailed as failed:  # whatever botocore raised for the new call (a urllib3 error too)
-            raise failed.error from exc
-        except Exception as internal:
-            report_failure("stream recovery", internal)
-            return None
-
-    def _close_quietly(self) -> None:
-        try:
-            self._inner.close()
-        except Exception:
-            pass
+        return _events(self._inner)
 
     def get_initial_response(self) -> Any:
         return self._inner.get_initial_response()
@@ -289,10 +278,134 @@ class RecoveringEventStream(EventStream):
         self._inner.close()
 
 
+class _Recovering:
+    """Mixin of :class:`RecoveringEventStream`: continue on a re-issued call while nothing was delivered yet.
+
+    What was delivered belongs to the stream, not to one iterator: applications read the first token in one
+    loop and the rest in another, call ``next(iter(stream))``, or read from two threads. Every iterator pulls
+    from one source under one lock, as botocore's iterators share one event generator, so each event reaches
+    the application once and a failure is recovered once. Nothing is re-issued after content was delivered,
+    after a failure reached the application, or after the application closed the stream.
+    """
+
+    def __init__(self, inner: Any, call: _StreamCall) -> None:
+        _adopt(self, inner)
+        self._inner: Any = _stream_type("TypedErrorsEventStream")(inner)
+        self._call = call
+        self._lock = threading.RLock()
+        self._source: Iterator[dict[str, Any]] | None = None
+        self._delivered = False  #: content (not only preamble) reached the application
+        self._seen_preamble: set[str] = set()
+        self._skip: frozenset[str] = frozenset()  #: preamble kinds a re-issued stream repeats
+        self._gave_up = False  #: a failure reached the application
+        self._closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            event = self._next_event()
+            if event is None:
+                return
+            yield event
+
+    def _next_event(self) -> dict[str, Any] | None:
+        """The next event for whichever iterator asks (None at the end), recovering a failure on the way."""
+        with self._lock:
+            while True:
+                if self._source is None:
+                    self._source = iter(self._inner)
+                try:
+                    event = next(self._source)
+                except StopIteration:
+                    return None
+                except Exception as exc:
+                    self._source = None  # a generator that raised is done; reading on starts a new one
+                    replacement = self._recover(exc)
+                    if replacement is None:
+                        raise
+                    self._switch_to(replacement)
+                    continue
+                if self._accept(event):
+                    return event
+
+    def _accept(self, event: dict[str, Any]) -> bool:
+        kind = next(iter(event), "")
+        if not self._delivered and kind in self._skip:
+            return False
+        if kind in PREAMBLE_EVENTS:
+            self._seen_preamble.add(kind)
+        else:
+            self._delivered = True
+        return True
+
+    def _recover(self, exc: BaseException) -> Any:
+        if self._gave_up or self._closed:
+            return None
+        try:
+            replacement = self._call.recover(exc, self._delivered)
+        except _ReissueFailed as failed:  # whatever botocore raised for the new call (a urllib3 error too)
+            self._gave_up = True
+            raise _as_stream_error(failed.error) from exc
+        except Exception as internal:
+            report_failure("stream recovery", internal)
+            replacement = None
+        self._gave_up = replacement is None
+        return replacement
+
+    def _switch_to(self, replacement: Any) -> None:
+        self._close_quietly()  # the failed attempt's connection, and any wrapper's span around it
+        self._inner = replacement
+        _adopt(self, replacement)
+        self._skip = frozenset(self._seen_preamble)
+        if self._closed:  # closed by another thread while the call was re-issued
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._inner.close()
+        except Exception:
+            pass
+
+    def get_initial_response(self) -> Any:
+        with self._lock:
+            return self._inner.get_initial_response()
+
+    def close(self) -> None:
+        """Close the current stream; never re-issue afterwards. No lock: another thread may be blocked reading,
+        and closing is how an application cancels it."""
+        self._closed = True
+        self._inner.close()
+
+
+_MIXINS: dict[str, type] = {"TypedErrorsEventStream": _TypedErrors, "RecoveringEventStream": _Recovering}
+_stream_types: dict[str, type] = {}
+
+
+def _stream_type(name: str) -> type:
+    """The ``EventStream`` subclass ``name`` (so ``isinstance(stream, EventStream)`` holds), made on first use:
+    importing the library does not import botocore's event-stream module."""
+    cls = _stream_types.get(name)
+    if cls is None:
+        from botocore.eventstream import EventStream
+
+        mixin = _MIXINS[name]
+        made = type(name, (mixin, EventStream), {"__module__": __name__, "__doc__": mixin.__doc__})
+        cls = _stream_types.setdefault(name, made)
+    return cls
+
+
+def __getattr__(name: str) -> type:
+    """``streaming.RecoveringEventStream`` and ``streaming.TypedErrorsEventStream``, made on first access."""
+    if name in _MIXINS:
+        return _stream_type(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _events(stream: EventStream) -> Iterator[dict[str, Any]]:
     """``EventStream.__iter__``, but an exception frame the service model does not declare (botocore
     then reports an empty code, e.g. ``modelTimeoutException`` on ConverseStream) keeps its type and
     message, taken from the frame's own ``:exception-type`` header and payload."""
+    from botocore.exceptions import EventStreamError
+
     generator = getattr(stream, "_event_generator", None)
     parse = getattr(stream, "_parse_event", None)
     if generator is None or parse is None:
@@ -321,6 +434,25 @@ def _restore_code(exc: EventStreamError, raw: Any) -> None:
     if code:
         error["Code"], error["Message"] = str(code), str(message or "")
         exc.args = (f"An error occurred ({code}) when calling the {exc.operation_name} operation: {message}",)
+
+
+def _as_stream_error(error: BaseException) -> BaseException:
+    """What iterating the stream raises when the re-issued call failed before streaming.
+
+    Iterating a botocore stream raises ``EventStreamError`` (or a transport error), never another
+    ``ClientError``; applications catch that, and so do stream wrappers (OpenTelemetry's ends its span on it).
+    A service error of the re-issue becomes an ``EventStreamError`` with its response: code, message, hint
+    and ``BedrockHooks`` unchanged, traceback kept. Transport errors are raised as they are.
+    """
+    from botocore.exceptions import ClientError, EventStreamError
+
+    if not isinstance(error, ClientError) or isinstance(error, EventStreamError):
+        return error
+    converted = EventStreamError(error.response, error.operation_name)
+    converted.args = error.args
+    if hasattr(error, "bedrock_hooks"):
+        converted.bedrock_hooks = error.bedrock_hooks  # type: ignore[attr-defined]
+    return converted.with_traceback(error.__traceback__)
 
 
 class _ReissueFailed(Exception):

@@ -110,6 +110,18 @@ def test_recovery_is_bounded_by_the_attempt_budget(server, fake_time):
     assert info["stopped_because"] == "max-attempts" and info["attempts"] == 3
 
 
+def test_reissue_failing_before_streaming_raises_what_iterating_a_stream_raises(server, fake_time):
+    client = hooked_client(server, fake_time)
+    server.script(Reply.stream([exc_frame()]), Reply.validation("Malformed input request, please reformat your input."))
+    stream = converse_stream(client)["stream"]
+    with pytest.raises(EventStreamError) as raised:  # botocore raises only this (or transport errors) mid-stream
+        list(stream)
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert raised.value.response["BedrockHooks"]["entry"] == "ValidationError"
+    assert str(raised.value).splitlines()[-1].startswith("[bedrock-hooks] ValidationError")
+    assert len(server.requests) == 2
+
+
 # -- never re-issue after content --------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,entry", [
