@@ -17,7 +17,7 @@ from bedrock_hooks.testing import BedrockServer
 
 # Tests must never reach a real credential provider or endpoint.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-for _name in [n for n in os.environ if n.startswith("BEDROCK_HOOKS_")]:
+for _name in [n for n in os.environ if n.startswith("BEDROCK_HOOKS_") and not n.startswith("BEDROCK_HOOKS_TEST_")]:
     del os.environ[_name]
 
 CREDS = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
@@ -61,7 +61,7 @@ def fake_time() -> FakeTime:
 
 @pytest.fixture(autouse=True)
 def _clean_install(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in [n for n in os.environ if n.startswith("BEDROCK_HOOKS_")]:
+    for name in [n for n in os.environ if n.startswith("BEDROCK_HOOKS_") and not n.startswith("BEDROCK_HOOKS_TEST_")]:
         monkeypatch.delenv(name)
     yield
     bedrock_hooks.uninstall("*")
