@@ -8,10 +8,13 @@ default (7,200 s on Linux), far too late. Two independent defences, per Bedrock 
 
 * **Per-socket keep-alive** (``BEDROCK_HOOKS_KEEPALIVE*``): ``SO_KEEPALIVE`` plus ``TCP_KEEPIDLE`` /
   ``TCP_KEEPINTVL`` / ``TCP_KEEPCNT`` (``TCP_KEEPALIVE`` on macOS) on every socket, so probes keep
-  the middlebox's flow entry alive -- no sysctl needed. botocore fixes a client's socket options when
-  its endpoint is created, so they are written into the client's *own* ``URLLib3Session`` (its
-  ``_socket_options``, the pool managers' ``connection_pool_kw``, existing pools' ``conn_kw``) and
-  set with ``setsockopt`` on sockets that are already pooled. No botocore code is patched.
+  the middlebox's flow entry alive -- no sysctl needed. The options are given to each connection
+  by the pool hook below as urllib3 hands it out (before it connects), and with ``setsockopt`` to
+  sockets already pooled at attach. botocore's ``_socket_options`` and urllib3's pool keyword
+  arguments are left alone: they are part of urllib3's pool keys, so changing them under requests
+  in flight made pools appear that detach never saw. Whether the kernel accepts each option is
+  probed once per process on a throwaway socket, lazily, at the first connection that needs it:
+  creating a client opens no socket (pytest-socket and similar guards stay quiet).
 * **Idle-connection eviction** (``BEDROCK_HOOKS_POOL_MAX_IDLE``): a pooled connection idle longer than
   the limit is closed *before* a request goes out on it, so the request opens a fresh connection
   instead of stalling. This is decided per connection, at the exact point urllib3 hands one out
@@ -28,8 +31,11 @@ Errors that still happen (RST, ``ConnectionClosedError``, a read timeout on a re
 retried at once on a fresh connection by the catalog's ``reconnect`` backoff; this module only adds
 a note to the final hint saying which of these defences were active on the failing client.
 
-:meth:`ConnectionHygiene.detach` restores the original socket options everywhere (including on
-pooled sockets) and botocore's pool classes.
+:meth:`ConnectionHygiene.detach` gives every pooled connection botocore's options back and puts
+botocore's classes back for pools created afterwards. A pool that lived through the installation
+keeps its subclass, inert: swapping ``__class__`` back while another thread is inside ``_get_conn``
+broke that request, so the subclass stays, forwards to botocore's class, and hands back botocore's
+options to any connection that was checked out during detach (issue 11, defects 4 and 14).
 """
 
 from __future__ import annotations
@@ -70,7 +76,14 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
     logger.warning(message, *args)
 
 
-# -- which socket options ------------------------------------------------------------------------
+# -- which socket options (probed once per process, lazily) ------------------------------------------
+
+#: Per process: whether this kernel accepts each option, and each (level, name)'s value on a fresh
+#: socket (what detach goes back to). Filled by :func:`_probe`, never at client creation.
+_accepted_cache: dict[SocketOption, bool] = {}
+_defaults_cache: dict[tuple[int, int], int] = {}
+_probe_lock = threading.Lock()
+
 
 def _idle_option() -> int | None:
     """The per-socket "idle before first probe" option: TCP_KEEPIDLE (Linux, Windows, BSD) or
@@ -82,41 +95,63 @@ def _idle_option() -> int | None:
     return None
 
 
-def keepalive_options(settings: Settings) -> list[SocketOption]:
-    """The keep-alive socket options for ``settings``, each proven acceptable to this kernel.
-
-    Every option is first set on a throwaway, unconnected socket: an option the platform rejects is
-    dropped with one warning instead of making every connection attempt fail.
-    """
+def wanted_options(settings: Settings) -> list[SocketOption]:
+    """The keep-alive socket options ``settings`` ask for, clamped to the kernel limits; no socket opened."""
     wanted: list[SocketOption] = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     idle = _idle_option()
     if idle is None:
         _warn_once("no-idle", "bedrock-hooks: this platform has no per-socket TCP keep-alive idle option; "
                    "only SO_KEEPALIVE is set, so the first probe follows the OS default. Lower it below 350 s "
                    "(sysctl net.ipv4.tcp_keepalive_time or equivalent) or rely on BEDROCK_HOOKS_POOL_MAX_IDLE.")
-    else:
-        wanted.append((socket.IPPROTO_TCP, idle, min(settings.keepalive_idle, _MAX_IDLE)))
-        interval = getattr(socket, "TCP_KEEPINTVL", None)
-        if interval is not None:
-            wanted.append((socket.IPPROTO_TCP, int(interval), min(settings.keepalive_interval, _MAX_INTERVAL)))
-        count = getattr(socket, "TCP_KEEPCNT", None)
-        if count is not None:
-            wanted.append((socket.IPPROTO_TCP, int(count), min(settings.keepalive_count, _MAX_COUNT)))
-    return _accepted(wanted)
+        return wanted
+    wanted.append((socket.IPPROTO_TCP, idle, min(settings.keepalive_idle, _MAX_IDLE)))
+    for name, value, limit in (("TCP_KEEPINTVL", settings.keepalive_interval, _MAX_INTERVAL),
+                               ("TCP_KEEPCNT", settings.keepalive_count, _MAX_COUNT)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            wanted.append((socket.IPPROTO_TCP, int(option), min(value, limit)))
+    return wanted
 
 
-def _accepted(options: list[SocketOption]) -> list[SocketOption]:
-    accepted = []
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        for level, name, value in options:
-            try:
-                probe.setsockopt(level, name, value)
-            except OSError as exc:
-                _warn_once(f"reject-{level}-{name}", "bedrock-hooks: this platform rejects socket option "
-                           "(%d, %d, %d) (%s); it is not set", level, name, value, exc)
-                continue
-            accepted.append((level, name, value))
-    return accepted
+def keepalive_options(settings: Settings, *, probe: bool = True) -> list[SocketOption]:
+    """The keep-alive options for ``settings`` that this kernel accepts.
+
+    An option the platform rejects is dropped with one warning instead of making every connection
+    attempt fail. ``probe=False`` opens no socket: options this process has not probed yet are
+    returned as asked for (the caller must :func:`_probe` them before a connection uses them).
+    """
+    wanted = wanted_options(settings)
+    if probe:
+        _probe(wanted)
+    return [option for option in wanted if _accepted_cache.get(option, True)]
+
+
+def _probed(options: list[SocketOption]) -> bool:
+    return all(option in _accepted_cache for option in options)
+
+
+def _probe(options: list[SocketOption]) -> None:
+    """Try each option not yet probed on one throwaway, unconnected socket (at most once per option
+    per process), reading the kernel default of its (level, name) first."""
+    with _probe_lock:
+        todo = [option for option in options if option not in _accepted_cache]
+        if not todo:
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            for level, name, value in todo:
+                if (level, name) not in _defaults_cache:
+                    try:
+                        _defaults_cache[(level, name)] = probe.getsockopt(level, name)
+                    except OSError:
+                        pass
+                try:
+                    probe.setsockopt(level, name, value)
+                except OSError as exc:
+                    _warn_once(f"reject-{level}-{name}", "bedrock-hooks: this platform rejects socket option "
+                               "(%d, %d, %d) (%s); it is not set", level, name, value, exc)
+                    _accepted_cache[(level, name, value)] = False
+                    continue
+                _accepted_cache[(level, name, value)] = True
 
 
 def merge_options(original: list[SocketOption], extra: list[SocketOption]) -> list[SocketOption]:
@@ -125,25 +160,14 @@ def merge_options(original: list[SocketOption], extra: list[SocketOption]) -> li
     return [opt for opt in original if (opt[0], opt[1]) not in keys] + list(extra)
 
 
-def _kernel_defaults(options: list[SocketOption]) -> dict[tuple[int, int], int]:
-    """What a fresh socket has for each (level, name): the value to go back to on detach."""
-    defaults: dict[tuple[int, int], int] = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        for level, name, _ in options:
-            try:
-                defaults[(level, name)] = probe.getsockopt(level, name)
-            except OSError:
-                pass
-    return defaults
-
-
 def _restoring(ours: list[SocketOption], original: list[SocketOption]) -> list[SocketOption]:
     """The options that take a socket from ``ours`` back to ``original``: the original value of each
     option this module changed, or the kernel default where the original options did not set it."""
-    defaults = _kernel_defaults(ours)
+    changed = [option for option in ours if option not in original]
+    _probe(changed)  # cached: only opens a socket if no connection ever used these options
     wanted = {(level, name): value for level, name, value in original}
-    return [(level, name, wanted.get((level, name), defaults.get((level, name), 0)))
-            for level, name, value in ours if (level, name, value) not in original]
+    return [(level, name, wanted.get((level, name), _defaults_cache.get((level, name), 0)))
+            for level, name, _ in changed]
 
 
 def _setsockopts(sock: Any, options: list[SocketOption]) -> None:
@@ -186,65 +210,61 @@ def _idle_connections(pool: Any) -> list[Any]:
     return [conn for conn in list(queue or ()) if conn is not None]
 
 
-def _rekey(manager: Any, old: list[SocketOption], new: list[SocketOption]) -> None:
-    """Keep existing pools reachable after ``connection_pool_kw['socket_options']`` changed.
-
-    urllib3 keys its pools by their settings, socket options included; without this, the next
-    request would build a second pool for the same host and abandon the warm one (and its open
-    sockets) until the LRU container dropped it. The container's own ``__setitem__``/``__delitem__``
-    would close the pool, hence the direct edit of its ordered dict under its lock.
-    """
-    container = manager.pools
-    old_key, new_key = tuple(old), tuple(new)
-    with container.lock:
-        inner = container._container
-        items = list(inner.items())
-        taken = {key for key, _ in items}
-        rekeyed = []
-        for key, pool in items:
-            if getattr(key, "key_socket_options", None) == old_key and hasattr(key, "_replace"):
-                candidate = key._replace(key_socket_options=new_key)
-                if candidate not in taken:
-                    key = candidate
-            rekeyed.append((key, pool))
-        inner.clear()
-        inner.update(rekeyed)
-
-
-# -- the eviction hook ----------------------------------------------------------------------------
+# -- the pool hook ------------------------------------------------------------------------------------
 
 class _HygienicPool:
     """Mixin for botocore's pool classes: per-connection idle eviction and late socket options.
 
-    Subclassed once per client with its settings as class attributes (``_bh_max_idle``,
-    ``_bh_clock``, ``_bh_options``), because urllib3 creates pools itself and passes nothing else.
+    Subclassed once per attached client, because urllib3 creates pools itself and passes nothing
+    else: ``_bh_base`` is botocore's class, ``_bh_state`` the client's :class:`ConnectionHygiene`,
+    ``_bh_clock`` its clock. A pool's class is set to such a subclass while attached and is never
+    swapped back: another thread may be inside ``_get_conn``/``_put_conn`` at any moment, and
+    swapping ``__class__`` under it broke that call (issue 11, defect 4). Detach disables the state
+    instead; the subclass then only forwards to botocore's class and takes every connection that
+    still carries this library's socket options back to botocore's as it passes (defect 14).
     """
 
-    _bh_max_idle: float = 0.0
-    _bh_clock: Callable[[], float]
-    _bh_options: list[SocketOption] | None = None
     _bh_base: type = object
+    _bh_state: ConnectionHygiene
+    _bh_clock: Callable[[], float]
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
-        if self._bh_max_idle:
+        conn = self._bh_base._get_conn(self, timeout)  # type: ignore[attr-defined]
+        state = self._bh_state
+        if state.ready:
             try:  # inline rather than safe_invoke: this runs on every request
-                since = conn.__dict__.pop(_STAMP, None)
-                if since is not None and self._bh_clock() - since > self._bh_max_idle:
-                    _evict(conn, self._bh_clock() - since, self._bh_max_idle)
+                if state.max_idle:
+                    since = conn.__dict__.pop(_STAMP, None)
+                    if since is not None and self._bh_clock() - since > state.max_idle:
+                        _evict(conn, self._bh_clock() - since, state.max_idle)
+                options = state.options
+                if options is not None and conn.socket_options is not options:
+                    _adopt(conn, options)  # a new connection, before it connects
             except Exception as exc:
                 report_failure("pool-get", exc)
+        elif state.attached or conn.socket_options is not state.original:
+            safe_invoke("pool-get", state.on_handout, self, conn)  # the first hand-out, or detached
         return conn
 
     def _put_conn(self, conn: Any) -> None:
-        if conn is not None:
+        state = self._bh_state
+        if conn is not None and state.attached:
             try:
-                conn.__dict__[_STAMP] = self._bh_clock()
-                if self._bh_options is not None and conn.socket_options is not self._bh_options:
-                    _adopt(conn, self._bh_options)
+                if state.max_idle:
+                    conn.__dict__[_STAMP] = self._bh_clock()
+                options = state.options
+                if options is not None and conn.socket_options is not options:
+                    _adopt(conn, options)
             except Exception as exc:
                 report_failure("pool-put", exc)
-        super()._put_conn(conn)  # type: ignore[misc]
+        self._bh_base._put_conn(self, conn)  # type: ignore[attr-defined]
+        if conn is not None and not state.attached and conn.socket_options is not state.original:
+            safe_invoke("pool-put", state.release, conn)  # detached before or while this ran
+
+
+def _botocore_class(cls: type) -> type:
+    """The botocore class under one of this module's pool subclasses (``cls`` itself otherwise)."""
+    return cls._bh_base if issubclass(cls, _HygienicPool) else cls
 
 
 def _evict(conn: Any, idle: float, max_idle: float) -> None:
@@ -257,7 +277,7 @@ def _evict(conn: Any, idle: float, max_idle: float) -> None:
 
 
 def _adopt(conn: Any, options: list[SocketOption]) -> None:
-    """Give a connection that was checked out while the client was attached the keep-alive options."""
+    """Give ``conn`` the keep-alive options: for its next connect, and now if its socket is open."""
     conn.socket_options = options
     sock = getattr(conn, "sock", None)
     if sock is not None:
@@ -267,7 +287,18 @@ def _adopt(conn: Any, options: list[SocketOption]) -> None:
 # -- the per-client feature -------------------------------------------------------------------------
 
 class ConnectionHygiene:
-    """Keep-alive socket options and idle eviction on one Bedrock client; detach restores botocore."""
+    """Keep-alive socket options and idle eviction on one Bedrock client; detach restores botocore.
+
+    It is also the state the client's pool subclasses consult on every hand-out and return:
+    ``attached``, ``ready`` (attached and the options probed), ``max_idle`` and ``options`` are plain
+    attributes that detach switches off but never removes, so a pool method already running on
+    another thread always finds them.
+
+    The options reach connections only through the pool hook (each connection as it is handed out,
+    and those already pooled at attach), never through botocore's ``_socket_options`` or urllib3's
+    pool keyword arguments: those are part of urllib3's pool keys, and changing them under requests
+    in flight created pools that detach could not see.
+    """
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
@@ -275,98 +306,126 @@ class ConnectionHygiene:
         self.service = client.meta.service_model.service_id.hyphenize()
         self.events = client.meta.events
         self.http_session = _http_session(client)
-        self._original_options: list[SocketOption] | None = None
-        self._options: list[SocketOption] | None = None
+        self.attached = False
+        self.ready = False
+        self.max_idle = float(settings.pool_max_idle)
+        #: botocore's options (what every connection goes back to) and the library's, as lists.
+        self.original: list[SocketOption] = []
+        self.options: list[SocketOption] | None = None
+        self._wanted: list[SocketOption] = []
         self._original_classes: dict[str, type] = {}
         self._classes: dict[type, type] = {}
         self._registrations = Registrations(self.events)
+        self._lock = threading.Lock()
 
     # -- attach / detach --------------------------------------------------------------------------
     def attach(self) -> None:
         if self.http_session is None:
             return
+        self.original = self.http_session._socket_options
+        probed = True
         if self.settings.keepalive:
-            extra = keepalive_options(self.settings)
+            warm = any(True for _ in _open_sockets(self.http_session))  # setsockopt on them below
+            extra = keepalive_options(self.settings, probe=warm)
+            self._wanted, probed = extra, _probed(extra)
             if extra:
-                self._original_options = list(self.http_session._socket_options)
-                self._options = merge_options(self._original_options, extra)
-                self._set_options(self._original_options, self._options, fresh_sockets=True)
+                self.options = merge_options(list(self.original or ()), extra)
+        if not self.max_idle and self.options is None:
+            return
+        self.attached, self.ready = True, probed
         self._install_pool_classes()
+        for conn in self._idle_connections():
+            conn.__dict__.pop(_STAMP, None)  # a stamp from an earlier installation's clock
+            if self.options is not None:
+                _adopt(conn, self.options)
         if self.settings.hints:
             self._registrations.add(f"after-call-error.{self.service}", self.on_after_call_error,
                                     f"bedrock-hooks-keepalive-note-{self.service}", first=True)
 
     def detach(self) -> None:
         self._registrations.remove_all()
-        if self.http_session is None:
+        if not self.attached:
             return
+        with self._lock:
+            self.attached = self.ready = False
         safe_invoke("detach", self._restore_pool_classes)
-        if self._options is not None and self._original_options is not None:
-            self._set_options(self._options, self._original_options, fresh_sockets=False)
-            self._options = None
+        for conn in self._idle_connections():
+            safe_invoke("detach", self.release, conn)
 
-    # -- socket options ---------------------------------------------------------------------------
-    def _set_options(self, old: list[SocketOption], new: list[SocketOption], *, fresh_sockets: bool) -> None:
-        """Point the session, its managers, pools and pooled connections at ``new`` options.
+    def _idle_connections(self) -> list[Any]:
+        return [conn for manager in _managers(self.http_session) for pool in _pools(manager)
+                for conn in _idle_connections(pool)]
 
-        ``fresh_sockets`` (attach): open pooled sockets get ``new`` via setsockopt. On detach they
-        get back the original value of every option this module set, or the kernel's default for a
-        socket where the original options did not set it.
+    # -- what the pool hook calls off the fast path -----------------------------------------------
+    def on_handout(self, pool: Any, conn: Any) -> None:
+        """A connection handed out while not ``ready``: probe before its first connect, or clean it."""
+        if self.attached:
+            self._settle()
+            if self.options is not None:
+                _adopt(conn, self.options)
+        else:
+            self.release(conn)
+
+    def release(self, conn: Any) -> None:
+        """Take a connection that passes a detached hook back to botocore's socket options.
+
+        Compared by value: the connection may carry the options of another, earlier installation.
+        Its idle stamp goes too; one left on a connection that was checked out during detach is
+        never read by a detached hook and is dropped by the next attach.
         """
-        session = self.http_session
-        session._socket_options = new
-        on_socket = [opt for opt in new if opt not in old] if fresh_sockets else _restoring(old, new)
-        for manager in _managers(session):
-            manager.connection_pool_kw["socket_options"] = new
-            safe_invoke("rekey-pools", _rekey, manager, old, new)
-            for pool in _pools(manager):
-                self._set_pool_options(pool, new, on_socket)
+        conn.__dict__.pop(_STAMP, None)
+        current = conn.socket_options
+        if current is self.original or current == self.original:
+            return
+        conn.socket_options = self.original
+        sock = getattr(conn, "sock", None)
+        if sock is not None and current:
+            _setsockopts(sock, _restoring(list(current), list(self.original or ())))
 
-    @staticmethod
-    def _set_pool_options(pool: Any, options: list[SocketOption], on_socket: list[SocketOption]) -> None:
-        conn_kw = getattr(pool, "conn_kw", None)
-        if isinstance(conn_kw, dict):
-            conn_kw["socket_options"] = options
-        for conn in _idle_connections(pool):
-            conn.socket_options = options
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                _setsockopts(sock, on_socket)
+    def _settle(self) -> None:
+        """The lazy probe (once per process): drop in place any option this kernel rejects, before a
+        connection uses it. Every holder of the options list sees the change at once."""
+        try:
+            _probe(self._wanted)
+        except Exception as exc:  # no socket to probe with (a sandbox): botocore's own options are safe
+            report_failure("keepalive-probe", exc)
+        with self._lock:
+            if not self.attached:
+                return
+            accepted = [option for option in self._wanted if _accepted_cache.get(option)]
+            if self.options is not None and accepted != self._wanted:
+                self.options[:] = merge_options(list(self.original or ()), accepted)
+            self._wanted, self.ready = accepted, True
 
     # -- pool classes -----------------------------------------------------------------------------
     def _hygienic_class(self, base: type) -> type:
         cls = self._classes.get(base)
         if cls is None:
-            attrs = {"_bh_max_idle": float(self.settings.pool_max_idle), "_bh_clock": staticmethod(self.runtime.clock),
-                     "_bh_options": self._options, "_bh_base": base, "__module__": __name__}
+            attrs = {"_bh_base": base, "_bh_state": self, "_bh_clock": staticmethod(self.runtime.clock),
+                     "__module__": __name__}
             cls = self._classes[base] = type(f"BedrockHooks{base.__name__}", (_HygienicPool, base), attrs)
         return cls
 
     def _install_pool_classes(self) -> None:
-        """New pools (main and proxy managers share this dict) and existing ones get the hook."""
-        if not self.settings.pool_max_idle and self._options is None:
-            return
+        """New pools (main and proxy managers share this dict) and existing ones get the hook.
+
+        A pool still carrying the hook of an earlier, detached installation is moved to this one.
+        """
         by_scheme = self.http_session._pool_classes_by_scheme
-        self._original_classes = dict(by_scheme)
+        self._original_classes = {scheme: _botocore_class(cls) for scheme, cls in by_scheme.items()}
         for scheme, base in self._original_classes.items():
             by_scheme[scheme] = self._hygienic_class(base)
         for manager in _managers(self.http_session):
             for pool in _pools(manager):
-                if not isinstance(pool, _HygienicPool):
-                    pool.__class__ = self._hygienic_class(type(pool))
+                pool.__class__ = self._hygienic_class(_botocore_class(type(pool)))
 
     def _restore_pool_classes(self) -> None:
-        if not self._original_classes:
-            return
-        self.http_session._pool_classes_by_scheme.update(self._original_classes)
+        """botocore's classes for pools created from now on; live pools keep the (now inert) hook."""
+        by_scheme = self.http_session._pool_classes_by_scheme
+        for scheme, base in self._original_classes.items():
+            if by_scheme.get(scheme) is self._classes.get(base):  # never undo someone else's change
+                by_scheme[scheme] = base
         self._original_classes = {}
-        mine = set(self._classes.values())
-        for manager in _managers(self.http_session):
-            for pool in _pools(manager):
-                if type(pool) in mine:
-                    pool.__class__ = type(pool)._bh_base
-                for conn in _idle_connections(pool):
-                    conn.__dict__.pop(_STAMP, None)
 
     # -- the note on a final idle/reset failure ---------------------------------------------------
     def on_after_call_error(self, exception: BaseException | None = None, context: Any = None, **kwargs: Any) -> None:
@@ -385,7 +444,7 @@ class ConnectionHygiene:
     def describe(self) -> str:
         """One short sentence on what this client does against idle drops (hints, ``doctor``)."""
         s = self.settings
-        probes = f"sent TCP keep-alive probes after {s.keepalive_idle}s idle" if self._options else "had TCP keep-alive off"
+        probes = f"sent TCP keep-alive probes after {s.keepalive_idle}s idle" if self.options else "had TCP keep-alive off"
         evict = f"closed pooled connections idle >{s.pool_max_idle:g}s" if s.pool_max_idle else "had idle eviction off"
         return f"This client {probes} and {evict}."
 
@@ -400,8 +459,11 @@ def feature(client: Any, settings: Settings, runtime: Runtime) -> ConnectionHygi
 def iter_pooled_sockets(client: Any) -> Iterator[Any]:
     """Open sockets waiting in ``client``'s pools (tests and ``doctor`` inspect their options)."""
     session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-    if session is None:
-        return
+    if session is not None:
+        yield from _open_sockets(session)
+
+
+def _open_sockets(session: Any) -> Iterator[Any]:
     for manager in _managers(session):
         for pool in _pools(manager):
             for conn in _idle_connections(pool):

@@ -93,7 +93,8 @@ def test_uninstall_restores_the_original_options_everywhere(server, fake_time):
     installation = bedrock_hooks.install(client, runtime=fake_time.runtime(), keepalive_idle=9)
     converse(client)
     assert options(client) == [(1, 9, 15, 4)]
-    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in proxy.connection_pool_kw["socket_options"]
+    tunnel = proxy.connection_from_host("bedrock.invalid", 443, scheme="https")  # a new pool, never connected
+    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in tunnel._get_conn().socket_options
     installation.uninstall()
     assert options(client) == [kernel_default()]
     assert http._socket_options == original
@@ -101,7 +102,13 @@ def test_uninstall_restores_the_original_options_everywhere(server, fake_time):
     assert proxy.connection_pool_kw["socket_options"] == original
     assert http._pool_classes_by_scheme == original_classes
     assert all(p.conn_kw["socket_options"] == original for p in pools(client))
-    assert all(type(p) in original_classes.values() for p in pools(client))
+    # Pools that lived through the installation keep an inert hook (swapping __class__ back under a
+    # running _get_conn crashed it: issue 11, defect 4); pools created from now on are botocore's own.
+    assert all(isinstance(p, tuple(original_classes.values())) and not type(p)._bh_state.attached
+               for p in pools(client) if type(p) not in original_classes.values())
+    assert tunnel._get_conn().socket_options == original
+    assert type(proxy.connection_from_host("other.invalid", 443, scheme="https")) in original_classes.values()
+    fake_time.now += 10_000  # far past the eviction limit: a detached hook evicts nothing
     converse(client)
     assert len(set(connection_ids(server))) == 1, "detach keeps the warm connection"
 
@@ -146,9 +153,8 @@ def test_platform_without_per_socket_idle_warns_once_and_falls_back(server, fake
     warnings = [r for r in caplog.records if "no per-socket TCP keep-alive idle option" in r.getMessage()]
     assert len(warnings) == 1
     client = make_client(session, server)
-    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in client._endpoint.http_session._socket_options
     converse(client)
-    assert options(client)[0][0] == 1
+    assert options(client) == [(1, *kernel_default()[1:])]
 
 
 def test_keepalive_off_leaves_socket_options_alone(server, fake_time):
@@ -218,29 +224,6 @@ def test_eviction_off(server, fake_time):
     fake_time.now += 10_000
     converse(client)
     assert len(set(connection_ids(server))) == 1
-
-
-def test_hot_path_is_cheap(server, fake_time):
-    """Hand-out plus return costs a clock read and a dict write: measured, with a generous bound."""
-    import time
-
-    session = new_session()
-    bedrock_hooks.install(session, runtime=fake_time.runtime())
-    client = make_client(session, server)
-    converse(client)
-    pool = pools(client)[0]
-    base = type(pool)._bh_base
-    rounds = 20_000
-
-    def measure(get, put) -> float:
-        start = time.perf_counter()
-        for _ in range(rounds):
-            put(pool, get(pool))
-        return (time.perf_counter() - start) / rounds
-
-    hooked = measure(type(pool)._get_conn, type(pool)._put_conn)
-    plain = measure(base._get_conn, base._put_conn)
-    assert hooked - plain < 20e-6, f"{(hooked - plain) * 1e6:.2f} us per request"
 
 
 # -- 3. resets and timeouts that still happen -----------------------------------------------------
