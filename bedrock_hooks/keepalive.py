@@ -46,7 +46,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .config import Settings
+from .config import MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_IDLE, MAX_KEEPALIVE_INTERVAL, Settings
 from .failsafe import report_failure, safe_invoke
 from .features import Registrations, Runtime
 from .state import STATE_KEY
@@ -54,12 +54,6 @@ from .state import STATE_KEY
 logger = logging.getLogger("bedrock_hooks.keepalive")
 
 SocketOption = tuple[int, int, int]
-
-#: Linux's upper bounds (MAX_TCP_KEEPIDLE/KEEPINTVL/KEEPCNT); a larger value would make *every*
-#: connect() fail with EINVAL, so values are clamped rather than passed through.
-_MAX_IDLE = 32767
-_MAX_INTERVAL = 32767
-_MAX_COUNT = 127
 
 _IDLE_ENTRIES = ("IdleConnectionReset", "ReadTimeout")
 _STAMP = "_bedrock_hooks_idle_since"
@@ -96,7 +90,11 @@ def _idle_option() -> int | None:
 
 
 def wanted_options(settings: Settings) -> list[SocketOption]:
-    """The keep-alive socket options ``settings`` ask for, clamped to the kernel limits; no socket opened."""
+    """The keep-alive socket options ``settings`` ask for; no socket opened.
+
+    Clamped to Linux's limits (a larger value fails every connect() with EINVAL) also here, for
+    :class:`Settings` built directly rather than parsed.
+    """
     wanted: list[SocketOption] = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     idle = _idle_option()
     if idle is None:
@@ -104,9 +102,9 @@ def wanted_options(settings: Settings) -> list[SocketOption]:
                    "only SO_KEEPALIVE is set, so the first probe follows the OS default. Lower it below 350 s "
                    "(sysctl net.ipv4.tcp_keepalive_time or equivalent) or rely on BEDROCK_HOOKS_POOL_MAX_IDLE.")
         return wanted
-    wanted.append((socket.IPPROTO_TCP, idle, min(settings.keepalive_idle, _MAX_IDLE)))
-    for name, value, limit in (("TCP_KEEPINTVL", settings.keepalive_interval, _MAX_INTERVAL),
-                               ("TCP_KEEPCNT", settings.keepalive_count, _MAX_COUNT)):
+    wanted.append((socket.IPPROTO_TCP, idle, min(settings.keepalive_idle, MAX_KEEPALIVE_IDLE)))
+    for name, value, limit in (("TCP_KEEPINTVL", settings.keepalive_interval, MAX_KEEPALIVE_INTERVAL),
+                               ("TCP_KEEPCNT", settings.keepalive_count, MAX_KEEPALIVE_COUNT)):
         option = getattr(socket, name, None)
         if option is not None:
             wanted.append((socket.IPPROTO_TCP, int(option), min(value, limit)))
