@@ -5,17 +5,24 @@ found or not accessible, an inference profile when on-demand throughput is not s
 Region when 503s persist. This feature does it transparently for ``converse``/``invoke_model``
 call sites:
 
-* ``needs-retry`` (registered after :class:`~bedrock_hooks.handlers.ClientHooks`, which keeps the
-  first word): when the call's verdict is "stop" and the entry allows a reroute, the request dict is
-  pointed at the next alternative (model in the URL path, or Region in the host and the SigV4
-  signing Region) and the handler answers "retry now" with a fresh budget for the new target.
+* ``needs-retry`` (service level, so it runs after :class:`~bedrock_hooks.retry.ClientHooks` has
+  judged the attempt): when the call's verdict is "stop" and the entry allows a reroute, the request
+  dict is pointed at the next alternative (model in the URL path, or Region in the host and the SigV4
+  signing Region) and the handler answers "retry now" with a fresh budget for the new target. On the
+  success that ends a rerouted call it says who served it in ``response["BedrockHooks"]`` (a final
+  failure's ``BedrockHooks`` lists the route, from the call state, via the hint). A call nothing
+  happened to carries no call state: the handler returns after one dict lookup.
 * ``before-call``: new calls go straight to a remembered inference profile, or to a model's first
-  fallback while its circuit is open.
-* ``after-call``: a rerouted success says who served it in ``response["BedrockHooks"]`` (a final
-  failure's ``BedrockHooks`` lists the route, from the call state, via the hint).
+  fallback while its circuit is open. :attr:`Router.hot` names the models that have such state, so a
+  call for any other model costs one set lookup.
 
-InvokeModel bodies are provider-specific, so InvokeModel only falls back within the same provider
-family unless ``BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER`` is on; Converse requests may go anywhere.
+Circuits and remembered profiles are keyed by :class:`~bedrock_hooks.quota_scope.QuotaScope` (hashed
+account, Region, model, endpoint): one account's throttling never reroutes another's calls.
+InvokeModel bodies are model-specific, so InvokeModel only falls back within one body format
+(:mod:`bedrock_hooks.bodyformats`) unless ``BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER`` is on; Converse
+requests may go anywhere. Region failover needs the new Region's endpoint: a standard regional host
+is rewritten, a pinned ``REGION=URL`` is used; any other host (a proxy, a PrivateLink alias) is not
+failed over, and the hint says so.
 """
 
 from __future__ import annotations
@@ -24,30 +31,36 @@ import collections
 import logging
 import re
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from .bodyformats import GEO_PREFIXES, same_body_format
 from .catalog import Entry
 from .config import Settings
 from .failsafe import report_failure
 from .features import Registrations, Runtime
+from .quota_scope import QuotaScope, account_of, endpoint_of, model_in_path
 from .state import STATE_KEY, CallState, call_state
 
 logger = logging.getLogger("bedrock_hooks.fallbacks")
 
 #: Operations whose model is the ``{modelId}`` label of ``/model/{modelId}/...``.
 ROUTABLE = frozenset({"Converse", "ConverseStream", "InvokeModel", "InvokeModelWithResponseStream"})
-#: Operations whose request body does not depend on the model's provider.
+#: Operations whose request body does not depend on the model.
 MODEL_AGNOSTIC = frozenset({"Converse", "ConverseStream"})
 #: Region prefix -> geographic cross-Region inference profile prefix, most specific first (data).
 PROFILE_PREFIXES: tuple[tuple[str, str], ...] = (
     ("us-gov-", "us-gov"), ("us-", "us"), ("eu-", "eu"), ("ap-", "apac"), ("ca-", "ca"),
 )
-GEO_PREFIXES = frozenset({"us", "us-gov", "eu", "apac", "ca", "jp", "au", "global"})
-_MODEL_IN_PATH = re.compile(r"^(/model/)([^/]+)(/.*)$")
-_MAX_TRACKED = 512  # models tracked by the circuit breaker and the upgrade memory, per router
+#: Hosts whose Region is known, so another Region's endpoint is too: ``bedrock-runtime[-fips].<region>.<domain>``.
+REGIONAL_HOST = re.compile(r"^(bedrock(?:-runtime)?(?:-fips)?)\.([a-z]{2}(?:-[a-z]+)+-\d+)\."
+                           r"(amazonaws\.com(?:\.cn)?|api\.aws)(:\d+)?$")
+_MAX_TRACKED = 512  # scopes tracked by the circuit breaker and the profile memory, per router
+_FOREVER = float("inf")
+
+__all__ = ["ROUTABLE", "FallbackHooks", "Router", "feature", "model_in_path", "profile_for", "regional_url",
+           "reset_routers", "router_for"]
 
 
 def profile_for(model_id: str, region: str) -> str | None:
@@ -60,43 +73,43 @@ def profile_for(model_id: str, region: str) -> str | None:
     return None
 
 
-def provider_family(model_id: str) -> tuple[str, str] | None:
-    """``("anthropic", "claude")`` for ``us.anthropic.claude-3-haiku-...``; None for ARNs and unknowns.
+def regional_url(url: str, home: str, region: str, pinned: str | None) -> str | None:
+    """``url`` sent to ``region`` instead of ``home``; None when that Region's endpoint is not known.
 
-    The family is the vendor plus the letters of the model name's first token, so Claude 3 and
-    Claude 3.5 share a body format while Amazon Titan and Amazon Nova do not.
+    A pinned endpoint is used as given. Otherwise only a standard regional host naming ``home`` can
+    be rewritten: a proxy or a PrivateLink alias (``vpce-...``) names no Region (or names its own VPC
+    endpoint, which does not exist in the other Region), so signing for another Region while
+    sending to the same host would only fail there or, worse, be served by the home Region.
     """
-    if model_id.startswith("arn:"):
+    parts = urlsplit(url)
+    if pinned:
+        target = urlsplit(pinned)
+        return urlunsplit(parts._replace(scheme=target.scheme, netloc=target.netloc))
+    match = REGIONAL_HOST.match(parts.netloc.lower())
+    if match is None or match.group(2) != home:
         return None
-    parts = model_id.split(".")
-    if len(parts) > 2 and parts[0] in GEO_PREFIXES:
-        parts = parts[1:]
-    if len(parts) < 2:
-        return None
-    name = re.match(r"[a-z]+", parts[1].lower())
-    return (parts[0].lower(), name.group(0)) if name else None
-
-
-def model_in_path(url_path: str) -> str | None:
-    match = _MODEL_IN_PATH.match(url_path or "")
-    return unquote(match.group(2)) if match else None
+    service, _, domain, port = match.groups()
+    return urlunsplit(parts._replace(netloc=f"{service}.{region}.{domain}{port or ''}"))
 
 
 def _with_model(path_or_url: str, model_id: str) -> str:
     parts = urlsplit(path_or_url)
-    match = _MODEL_IN_PATH.match(parts.path)
-    if not match:
+    prefix, _, rest = parts.path.partition("/model/")
+    if prefix or "/" not in rest:
         return path_or_url
-    path = f"{match.group(1)}{quote(model_id, safe='-_.~')}{match.group(3)}"
+    path = f"/model/{quote(model_id, safe='-_.~')}/{rest.split('/', 1)[1]}"
     return urlunsplit(parts._replace(path=path))
 
 
-def _with_host(url: str, region: str, home: str, endpoint: str | None) -> str:
-    parts = urlsplit(url)
-    if endpoint:
-        target = urlsplit(endpoint)
-        return urlunsplit(parts._replace(scheme=target.scheme, netloc=target.netloc))
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f".{home}.", f".{region}.")))
+def _path_forms(model_id: str) -> tuple[str, ...]:
+    """How ``model_id`` can appear as the second segment of a URL path (botocore percent-encodes it)."""
+    return tuple({model_id, quote(model_id, safe="-_.~")})
+
+
+def _path_segment(url_path: Any) -> str:
+    """``anthropic.claude...%3A0`` of ``/model/anthropic.claude...%3A0/converse``: one C-level split."""
+    parts = url_path.split("/", 3) if isinstance(url_path, str) else ()
+    return parts[2] if len(parts) > 3 else ""
 
 
 @dataclass
@@ -106,27 +119,55 @@ class _Circuit:
 
 
 class Router:
-    """Process-wide fallback state for one configuration: circuits and remembered profiles."""
+    """Process-wide fallback state for one configuration: circuits and remembered profiles, per scope."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.chains = dict(settings.fallbacks)
         self._lock = threading.Lock()
-        self._circuits: collections.OrderedDict[tuple[str, str], _Circuit] = collections.OrderedDict()
-        self._profiles: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
-        #: Becomes True once a profile is remembered or a circuit opens; until then new calls need no routing.
-        self.routing = False
+        self._circuits: collections.OrderedDict[QuotaScope, _Circuit] = collections.OrderedDict()
+        self._profiles: collections.OrderedDict[QuotaScope, str] = collections.OrderedDict()
+        #: URL-path forms of the models with a remembered profile or an opened circuit in some scope,
+        #: -> until when. Replaced (never mutated) under the lock and read without it: a new call for
+        #: any other model is not routed, at the cost of one lookup.
+        self.hot: dict[str, float] = {}
+
+    # -- the cheap check ---------------------------------------------------------------------------
+    def _mark_hot(self, model: str, until: float) -> None:
+        """Under the lock."""
+        hot = dict(self.hot)
+        for form in _path_forms(model):
+            hot[form] = max(hot.get(form, 0.0), until)
+        self.hot = hot
+
+    def cool_down(self, now: float) -> None:
+        """Drop models whose circuits have all closed from :attr:`hot` (profiles stay remembered)."""
+        if all(until > now for until in self.hot.values()):
+            return
+        with self._lock:
+            self._rebuild_hot(now)
+
+    def _rebuild_hot(self, now: float) -> None:
+        self.hot = {}
+        for scope in self._profiles:
+            self._mark_hot(_model_of(scope), _FOREVER)
+        for scope, circuit in self._circuits.items():
+            if circuit.open_until > now:
+                self._mark_hot(_model_of(scope), circuit.open_until)
 
     # -- circuit breaker ------------------------------------------------------------------------
-    def record_pressure(self, model: str, region: str, now: float) -> bool:
-        """Count a throttling/unavailable error; True when this one opened the model's circuit."""
-        if self.settings.circuit_threshold <= 0 or not self.chains.get(model):
+    def record_pressure(self, scope: QuotaScope, now: float) -> bool:
+        """Count a throttling/unavailable error in ``scope``; True when this one opened its circuit."""
+        if self.settings.circuit_threshold <= 0 or not self.chains.get(_model_of(scope)):
             return False
         with self._lock:
-            circuit = self._circuits.pop((model, region), None) or _Circuit(collections.deque())
-            self._circuits[(model, region)] = circuit
+            circuit = self._circuits.pop(scope, None) or _Circuit(collections.deque())
+            self._circuits[scope] = circuit
+            evicted = len(self._circuits) > _MAX_TRACKED
             while len(self._circuits) > _MAX_TRACKED:
                 self._circuits.popitem(last=False)
+            if evicted:
+                self._rebuild_hot(now)
             window_start = now - self.settings.circuit_window
             while circuit.failures and circuit.failures[0] < window_start:
                 circuit.failures.popleft()
@@ -134,26 +175,28 @@ class Router:
             if circuit.open_until <= now and len(circuit.failures) >= self.settings.circuit_threshold:
                 circuit.open_until = now + self.settings.circuit_cooldown
                 circuit.failures.clear()
-                self.routing = True
+                self._mark_hot(_model_of(scope), circuit.open_until)
                 return True
         return False
 
-    def circuit_open(self, model: str, region: str, now: float) -> bool:
+    def circuit_open(self, scope: QuotaScope, now: float) -> bool:
         with self._lock:
-            circuit = self._circuits.get((model, region))
+            circuit = self._circuits.get(scope)
             return circuit is not None and circuit.open_until > now
 
     # -- inference profiles -----------------------------------------------------------------------
-    def remember_profile(self, model: str, region: str, profile: str) -> None:
+    def remember_profile(self, scope: QuotaScope, profile: str) -> None:
         with self._lock:
-            self._profiles[(model, region)] = profile
-            self.routing = True
-            while len(self._profiles) > _MAX_TRACKED:
-                self._profiles.popitem(last=False)
+            self._profiles[scope] = profile
+            if len(self._profiles) > _MAX_TRACKED:
+                while len(self._profiles) > _MAX_TRACKED:
+                    self._profiles.popitem(last=False)
+                self._rebuild_hot(float("-inf"))
+            self._mark_hot(_model_of(scope), _FOREVER)
 
-    def remembered_profile(self, model: str, region: str) -> str | None:
+    def remembered_profile(self, scope: QuotaScope) -> str | None:
         with self._lock:
-            return self._profiles.get((model, region))
+            return self._profiles.get(scope)
 
     # -- alternatives -----------------------------------------------------------------------------
     def alternatives(self, model: str, operation: str) -> list[str]:
@@ -161,13 +204,16 @@ class Router:
         chain = list(self.chains.get(model, ()))
         if operation in MODEL_AGNOSTIC or self.settings.fallback_cross_provider:
             return chain
-        family = provider_family(model)
-        allowed = [alt for alt in chain if family is not None and provider_family(alt) == family]
+        allowed = [alt for alt in chain if same_body_format(model, alt)]
         skipped = [alt for alt in chain if alt not in allowed]
         if skipped:
-            logger.info("bedrock-hooks: InvokeModel fallbacks %s skipped: another provider family than %s "
-                        "(set BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER=on to allow)", skipped, model)
+            logger.info("bedrock-hooks: InvokeModel fallbacks %s skipped: their body format differs from %s's "
+                        "or is unknown (set BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER=on to allow)", skipped, model)
         return allowed
+
+
+def _model_of(scope: QuotaScope) -> str:
+    return scope.target.partition(":")[2]
 
 
 _routers: dict[Settings, Router] = {}
@@ -200,77 +246,87 @@ class FallbackHooks:
         self.region = client.meta.region_name or ""
         self.events = client.meta.events
         self._operations = client.meta.service_model.operation_names
-        self._client = weakref.ref(client)
+        self._signer = getattr(client, "_request_signer", None)
         self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
-        """Register per routable operation only, so other calls of the client pay nothing.
+        """``before-call`` per routable operation only, so other calls of the client pay nothing.
 
-        ``needs-retry`` is the exception: botocore calls handlers of more specific event names first,
-        and this one must run after :class:`ClientHooks` (service level) has judged the attempt.
+        ``needs-retry`` is at service level: botocore calls handlers of more specific event names
+        first, and this one must run after :class:`ClientHooks` (service level) has judged the attempt.
         """
         svc = self.service
         self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, f"bedrock-hooks-fallback-{svc}")
         for operation in sorted(ROUTABLE & set(self._operations)):
             suffix = f"{svc}.{operation}"
             self._registrations.add(f"before-call.{suffix}", self.on_before_call, f"bedrock-hooks-route-{suffix}")
-            self._registrations.add(f"after-call.{suffix}", self.on_after_call, f"bedrock-hooks-served-{suffix}")
 
     def detach(self) -> None:
         self._registrations.remove_all()
 
+    def scope(self, request_dict: dict[str, Any], model_id: str) -> QuotaScope:
+        """The quota scope of ``model_id`` where ``request_dict`` is going now."""
+        return QuotaScope(account_of(self._signer), self._current_region(request_dict), f"model:{model_id}",
+                          endpoint_of(request_dict.get("url", "")))
+
     # -- before-call: route new calls -----------------------------------------------------------------
     def on_before_call(self, model: Any = None, params: Any = None, context: Any = None, **kwargs: Any) -> None:
         try:
-            if not self.router.routing or model is None or not isinstance(params, dict):
-                return  # nothing remembered and no circuit ever opened: the common case costs one read
+            hot = self.router.hot
+            if not hot or not isinstance(params, dict) or _path_segment(params.get("url_path")) not in hot:
+                return  # no remembered profile and no opened circuit for this model: one lookup
             current = model_in_path(params.get("url_path", ""))
-            if current is None:
+            if current is None or model is None:
                 return
-            target, reason = self._preferred(current, model.name)
+            target, reason = self._preferred(self.scope(params, current), current, model.name)
             if target != current:
-                state = call_state(context)
-                self._move_model(params, state, current, target, reason)
+                self._move_model(params, call_state(context), current, target, reason)
         except Exception as exc:
             report_failure("before-call (fallbacks)", exc)
 
-    def _preferred(self, model_id: str, operation: str) -> tuple[str, str]:
-        profile = self.router.remembered_profile(model_id, self.region) if self.settings.inference_profiles else None
+    def _preferred(self, scope: QuotaScope, model_id: str, operation: str) -> tuple[str, str]:
+        profile = self.router.remembered_profile(scope) if self.settings.inference_profiles else None
         if profile:
             return profile, "remembered inference profile"
-        if self.router.circuit_open(model_id, self.region, self.runtime.clock()):
+        now = self.runtime.clock()
+        if self.router.circuit_open(scope, now):
             alternatives = self.router.alternatives(model_id, operation)
             if alternatives:
                 return alternatives[0], "circuit open"
+        self.router.cool_down(now)
         return model_id, ""
 
-    # -- needs-retry: reroute a call that cannot succeed where it is ------------------------------------
+    # -- needs-retry: reroute a call that cannot succeed where it is; say who served a rerouted one -------
     def on_needs_retry(self, attempts: int = 1, request_dict: Any = None, operation: Any = None,
-                       **kwargs: Any) -> int | None:
+                       response: Any = None, caught_exception: Any = None, **kwargs: Any) -> int | None:
         try:
-            return self._reroute(attempts, request_dict, operation)
+            context = request_dict.get("context") if isinstance(request_dict, dict) else None
+            state = context.get(STATE_KEY) if isinstance(context, dict) else None
+            if not isinstance(state, CallState):
+                return None  # nothing happened to this call: no failure, no route
+            if state.classification is None or state.verdict is None:
+                if caught_exception is None:
+                    self._say_who_served(state, response)
+                return None  # a success, or an error the catalog left to botocore
+            return self._reroute(attempts, request_dict, operation, state)
         except Exception as exc:
             report_failure("needs-retry (fallbacks)", exc)
             return None
 
-    def _reroute(self, attempts: int, request_dict: Any, operation: Any) -> int | None:
-        if operation is None or operation.name not in ROUTABLE or not isinstance(request_dict, dict):
+    def _reroute(self, attempts: int, request_dict: dict[str, Any], operation: Any, state: CallState) -> int | None:
+        if operation is None or operation.name not in ROUTABLE:
             return None
-        state = (request_dict.get("context") or {}).get(STATE_KEY)
-        if not isinstance(state, CallState) or state.classification is None or state.verdict is None:
-            return None  # a success, or an error the catalog left to botocore
-        classification, verdict = state.classification, state.verdict
-        entry = classification.entry
+        entry, verdict = state.classification.entry, state.verdict
         current = model_in_path(request_dict.get("url_path", ""))
         if current is None or entry.reroute is None:
             return None
-        region = self._current_region(request_dict)
-        if entry.reroute == "exhausted" and self.router.record_pressure(current, region, self.runtime.clock()):
+        scope = self.scope(request_dict, current)
+        if entry.reroute == "exhausted" and self.router.record_pressure(scope, self.runtime.clock()):
             logger.warning("bedrock-hooks: circuit opened for %s in %s (%s); new calls go to its first fallback "
-                           "for %ss", current, region, entry.name, self.settings.circuit_cooldown)
+                           "for %ss", current, scope.region, entry.name, self.settings.circuit_cooldown)
         if verdict.retry or (entry.reroute == "exhausted" and verdict.reason not in ("max-attempts", "deadline")):
             return None
-        move = self._next_move(entry, current, region, operation.name, state)
+        move = self._next_move(entry, current, scope, operation.name, state, request_dict)
         if move is None:
             return None
         kind, target, reason = move
@@ -283,22 +339,36 @@ class FallbackHooks:
         state.reconnected = False
         return 0
 
-    def _next_move(self, entry: Entry, current: str, region: str, operation: str,
-                   state: CallState) -> tuple[str, Any, str] | None:
+    def _next_move(self, entry: Entry, current: str, scope: QuotaScope, operation: str, state: CallState,
+                   request_dict: dict[str, Any]) -> tuple[str, Any, str] | None:
         tried_models = {step["from_model"] for step in state.route} | {current}
         if entry.name == "InferenceProfileRequired" and self.settings.inference_profiles:
-            profile = profile_for(current, region)
+            profile = profile_for(current, scope.region)
             if profile and profile not in tried_models:
-                self.router.remember_profile(current, self.region, profile)
+                self.router.remember_profile(scope, profile)
                 return "model", profile, entry.name
         for alternative in self.router.alternatives(self._requested(state, current), operation):
             if alternative not in tried_models and alternative != current:
                 return "model", alternative, entry.name
         if entry.name == "ServiceUnavailable":
-            tried_regions = {step.get("from_region") for step in state.route} | {region}
-            for candidate, endpoint in self.settings.fallback_regions:
-                if candidate not in tried_regions:
-                    return "region", (candidate, endpoint), entry.name
+            return self._next_region(scope.region, state, request_dict, entry.name)
+        return None
+
+    def _next_region(self, home: str, state: CallState, request_dict: dict[str, Any],
+                     reason: str) -> tuple[str, Any, str] | None:
+        tried_regions = {step.get("from_region") for step in state.route} | {home}
+        for candidate, pinned in self.settings.fallback_regions:
+            if candidate in tried_regions:
+                continue
+            url = regional_url(request_dict.get("url", ""), home, candidate, pinned)
+            if url is not None:
+                return "region", (candidate, url), reason
+            note = (f"Region failover to {candidate} skipped: the endpoint {urlsplit(request_dict.get('url', '')).netloc}"
+                    f" names no Region, so {candidate}'s endpoint is unknown; pin it with "
+                    f"BEDROCK_HOOKS_FALLBACK_REGIONS={candidate}=https://...")
+            if note not in state.notes:
+                state.notes.append(note)
+                logger.info("bedrock-hooks: %s", note)
         return None
 
     @staticmethod
@@ -321,11 +391,11 @@ class FallbackHooks:
         state.notes.append(f"bedrock-hooks moved the call from {current} to {target} ({reason}).")
         logger.info("bedrock-hooks: %s -> %s (%s)", current, target, reason)
 
-    def _move_region(self, request_dict: dict[str, Any], state: CallState, target: tuple[str, str | None],
+    def _move_region(self, request_dict: dict[str, Any], state: CallState, target: tuple[str, str],
                      reason: str) -> None:
-        region, endpoint = target
+        region, url = target
         current_region = self._current_region(request_dict)
-        request_dict["url"] = _with_host(request_dict["url"], region, current_region, endpoint)
+        request_dict["url"] = url
         context = request_dict.setdefault("context", {})
         signing = dict(context.get("signing") or {})
         signing["region"] = region
@@ -336,20 +406,17 @@ class FallbackHooks:
         state.notes.append(f"bedrock-hooks failed over from {current_region} to {region} ({reason}).")
         logger.info("bedrock-hooks: %s failed over %s -> %s (%s)", model, current_region, region, reason)
 
-    # -- after-call: say who served it ------------------------------------------------------------
-    def on_after_call(self, http_response: Any = None, parsed: Any = None, context: Any = None,
-                      **kwargs: Any) -> None:
-        try:
-            state = context.get(STATE_KEY) if isinstance(context, dict) else None
-            if not isinstance(parsed, dict) or not isinstance(state, CallState) or not state.route:
-                return
-            if getattr(http_response, "status_code", 200) >= 300:
-                return  # a final error: the hint (ClientHooks) lists the route from the call state
-            last = state.route[-1]
-            parsed["BedrockHooks"] = {"served_by": {"model": last["to_model"], "region": last["to_region"]},
-                                      "requested_model": state.route[0]["from_model"], "route": list(state.route)}
-        except Exception as exc:
-            report_failure("after-call (fallbacks)", exc)
+    @staticmethod
+    def _say_who_served(state: CallState, response: Any) -> None:
+        """A rerouted call succeeded: ``response["BedrockHooks"]`` names the model and Region that served it."""
+        if not state.route or not isinstance(response, tuple) or len(response) != 2:
+            return
+        http_response, parsed = response
+        if getattr(http_response, "status_code", 200) >= 300 or not isinstance(parsed, dict):
+            return  # a final error: the hint (ClientHooks) lists the route from the call state
+        last = state.route[-1]
+        parsed["BedrockHooks"] = {"served_by": {"model": last["to_model"], "region": last["to_region"]},
+                                  "requested_model": state.route[0]["from_model"], "route": list(state.route)}
 
 
 def feature(client: Any, settings: Settings, runtime: Runtime) -> FallbackHooks | None:

@@ -239,6 +239,7 @@ def _unpatch() -> None:
     """Called when the last installation is gone: remove the hook point and process-wide state."""
     global _original_create_client
     fallbacks.reset_routers()
+    ratelimit.reset()
     if _original_create_client is None:
         return
     import botocore.session

@@ -1,11 +1,13 @@
 """Client-side rate limiting shared by every Bedrock client of a process (issue 7).
 
-A Bedrock quota (requests or tokens per minute) is per account, model and Region, not per client:
+A Bedrock quota (requests or tokens per minute) is per account, Region and model, not per client:
 sixteen worker threads each with their own client all draw from it. Backoff alone spaces each
 caller's *retries* but not the others' first attempts, so in a throttling storm most requests are
 wasted 429s. botocore's ``adaptive`` mode paces, but per client and only if the application chose it.
 
-This feature keeps one :class:`Bucket` per ``(service, Region)`` (and clock) for the whole process:
+This feature keeps one :class:`Bucket` per quota scope (:class:`~bedrock_hooks.quota_scope.QuotaScope`:
+hashed account, signing Region, model from the URL path or the operation when there is none, endpoint;
+and clock) for the whole process, so one account's or one model's throttling never paces another:
 
 * **observe** every attempt on ``response-received`` (emitted per attempt, before the retry decision
   and its backoff sleep): a throttling error (catalog entries with throttle backoff) cuts the allowed
@@ -20,25 +22,29 @@ It engages only when throttling is seen from two threads within :data:`ENGAGE_WI
 sequential caller is already spaced by its own backoff) *and* throttling is at least
 :data:`ENGAGE_SHARE` of the last second's responses: a quota storm answers most requests with 429,
 while scattered 429s among successes (a noisy fault mix) are left to backoff instead of cutting the
-whole process's rate again and again (the same test gates every further cut while engaged). It disengages after :data:`RESET_AFTER`
-seconds without throttling. Until then a request costs one lock and a counter. State is O(1) per
-bucket and buckets are dropped when their last client detaches; ``BEDROCK_HOOKS_RATE_LIMIT=off``
-attaches nothing.
+whole scope's rate again and again (the same test gates every further cut while engaged). It
+disengages after :data:`RESET_AFTER` seconds without throttling.
+
+A bucket is created by its scope's first throttle and forgotten after :data:`RESET_AFTER` quiet
+seconds, so while nothing was throttled recently the registry is empty and a call costs two
+unlocked reads (no scope computed, no lock, no meter). State is O(1) per bucket and at most
+:data:`MAX_BUCKETS` buckets live; ``BEDROCK_HOOKS_RATE_LIMIT=off`` attaches nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify
 from .config import Settings
 from .failsafe import report_failure
 from .features import Registrations
+from .quota_scope import QuotaScope, account_of, endpoint_of, signing_region, target_of
 
 logger = logging.getLogger("bedrock_hooks.ratelimit")
 
@@ -50,7 +56,7 @@ ENGAGE_WINDOW = 1.0  #: throttles from two threads within this many seconds enga
 ENGAGE_SHARE = 0.2  #: ...when at least this share of the last second's responses were throttled
 MIN_SAMPLE = 20  #: responses in the last second needed before a share means anything
 RESET_AFTER = 20.0  #: seconds without throttling after which pacing disengages
-MAX_BUCKETS = 256  #: bound on process-wide buckets (one per service, Region and clock in practice)
+MAX_BUCKETS = 256  #: bound on live buckets (scopes throttled within the last RESET_AFTER seconds)
 _SLOTS = 10  #: send-rate meter: 10 slots of 0.1 s (a sliding one-second window)
 
 
@@ -75,7 +81,7 @@ class _Meter:
 
 
 class Bucket:
-    """Pacing for one (service, Region): thread-safe, constant memory, clock injected.
+    """Pacing for one quota scope: thread-safe, constant memory, clock injected.
 
     Methods take ``now`` from the caller's clock and never sleep: :meth:`before_send` returns how
     long the caller must wait for its send slot.
@@ -187,6 +193,10 @@ class Bucket:
         ceiling = MAX_RATE_FACTOR * max(self.measured_rate(now), self.min_rate)
         self.rate = max(self.min_rate, min(cubic, ceiling))
 
+    def quiet(self, now: float) -> bool:
+        """No throttling for :data:`RESET_AFTER` seconds (nor since creation): the bucket can be forgotten."""
+        return now - max(self._last_throttle, self._born) > self.reset_after
+
     def _disengage(self) -> None:
         self.engaged = False
         self.rate = 0.0
@@ -194,39 +204,69 @@ class Bucket:
         logger.debug("bedrock-hooks: no throttling for %gs: pacing off", self.reset_after)
 
 
-# -- the process-wide registry -----------------------------------------------------------------------
+# -- the process-wide registry: one bucket per quota scope, created by its first throttle ------------
 
 _registry_lock = threading.Lock()
-_buckets: dict[tuple[Any, ...], list[Any]] = {}  # key -> [bucket, number of attached clients]
+#: (scope, clock) -> bucket. Read without the lock (one dict lookup); written under it, never iterated unlocked.
+_buckets: dict[tuple[QuotaScope, Any], Bucket] = {}
+_PRUNE_EVERY = 64  #: prune quiet buckets every this many lookups that found none
+_misses = [0]
 
 
-def acquire(key: tuple[Any, ...], clock: Callable[[], float]) -> Bucket:
-    """The shared bucket for ``key`` (a private one when :data:`MAX_BUCKETS` keys are live)."""
+def lookup(scope: QuotaScope, clock: Callable[[], float], *, create: bool = False) -> Bucket | None:
+    """The shared bucket of ``scope``; with ``create`` (a throttle was seen) made if missing.
+
+    A bucket quiet for :data:`RESET_AFTER` seconds is forgotten, so the registry is empty, and the
+    success path free, again once throttling has passed.
+    """
+    key = (scope, clock)
+    bucket = _buckets.get(key)
+    if bucket is not None and not create and bucket.quiet(clock()):
+        _forget(key, bucket)
+        return None
+    if bucket is not None or not create:
+        if bucket is None:
+            _misses[0] += 1
+            if _misses[0] % _PRUNE_EVERY == 0:
+                prune()
+        return bucket
     with _registry_lock:
-        entry = _buckets.get(key)
-        if entry is None:
+        bucket = _buckets.get(key)
+        if bucket is None:
+            _prune_locked()
             if len(_buckets) >= MAX_BUCKETS:
-                return Bucket(clock)
-            entry = _buckets[key] = [Bucket(clock), 0]
-        entry[1] += 1
-        return entry[0]
+                del _buckets[next(iter(_buckets))]  # the oldest scope gives way: bounded, never refused
+            bucket = _buckets[key] = Bucket(clock)
+    return bucket
 
 
-def release(key: tuple[Any, ...], bucket: Bucket) -> None:
-    """One client of ``key`` detached; the bucket is forgotten with its last client."""
+def _forget(key: tuple[QuotaScope, Any], bucket: Bucket) -> None:
     with _registry_lock:
-        entry = _buckets.get(key)
-        if entry is None or entry[0] is not bucket:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
+        if _buckets.get(key) is bucket:
             del _buckets[key]
 
 
-def buckets() -> dict[tuple[Any, ...], Bucket]:
-    """The live shared buckets (tests, ``doctor``)."""
+def _prune_locked() -> None:
+    for key in [key for key, bucket in _buckets.items() if bucket.quiet(bucket.clock())]:
+        del _buckets[key]
+
+
+def prune() -> None:
+    """Forget every bucket quiet for :data:`RESET_AFTER` seconds (by its own clock)."""
     with _registry_lock:
-        return {key: entry[0] for key, entry in _buckets.items()}
+        _prune_locked()
+
+
+def reset() -> None:
+    """Forget every bucket (the last uninstall; tests)."""
+    with _registry_lock:
+        _buckets.clear()
+
+
+def buckets() -> dict[tuple[QuotaScope, Any], Bucket]:
+    """The live shared buckets, keyed by (scope, clock) (tests, ``doctor``)."""
+    with _registry_lock:
+        return dict(_buckets)
 
 
 def is_throttling(status: int | None, parsed: Any) -> bool:
@@ -247,24 +287,24 @@ def is_throttling(status: int | None, parsed: Any) -> bool:
 # -- the per-client feature --------------------------------------------------------------------------
 
 class RateLimit:
-    """Attaches one client to its process-wide bucket; detach restores plain botocore."""
+    """Paces one client's sends by the bucket of each request's quota scope; detach restores plain botocore.
+
+    The scope (account, Region, model, endpoint) is computed only while some scope of the process
+    was throttled recently: until then a send costs one thread-local store and one dict truthiness
+    test, and a successful answer one more test — no lock, no meter.
+    """
 
     def __init__(self, client: Any, settings: Settings, runtime: Any) -> None:
         self.runtime = runtime
         self.events = client.meta.events
         self.service = client.meta.service_model.service_id.hyphenize()
-        self.key = (client.meta.service_model.service_name, client.meta.region_name, runtime.clock)
+        self.region = client.meta.region_name or ""
         self.max_wait = float(settings.backoff_cap)
-        self.bucket: Bucket | None = None
-        self._client = weakref.ref(client)
-        self._release: Any = None
+        self._signer = getattr(client, "_request_signer", None)
+        self._local = threading.local()  # the attempt this thread is sending: its answer's scope comes from it
         self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
-        self.bucket = acquire(self.key, self.runtime.clock)
-        client = self._client()
-        # A client dropped without uninstall() must not pin its bucket forever.
-        self._release = weakref.finalize(client, release, self.key, self.bucket) if client is not None else None
         self._registrations.add(f"before-send.{self.service}", self.on_before_send,
                                 f"bedrock-hooks-ratelimit-send-{self.service}")
         self._registrations.add(f"response-received.{self.service}", self.on_response_received,
@@ -272,18 +312,23 @@ class RateLimit:
 
     def detach(self) -> None:
         self._registrations.remove_all()
-        if self._release is not None:
-            self._release()  # runs release(key, bucket) once
-            self._release = None
-        elif self.bucket is not None:
-            release(self.key, self.bucket)
-        self.bucket = None
 
-    def on_before_send(self, **kwargs: Any) -> None:  # must return None: a value would be the response
-        bucket = self.bucket
-        if bucket is None or not bucket.engaged:  # unlocked read: the idle path costs one attribute load
-            return
+    def scope(self, request: Any, event_name: str | None) -> QuotaScope:
+        """The quota ``request`` draws on: account, signing Region, model (or operation), endpoint."""
+        url = getattr(request, "url", None) or ""
+        operation = (event_name or "").rsplit(".", 1)[-1]
+        region = signing_region(getattr(request, "headers", None), self.region)
+        return QuotaScope(account_of(self._signer), region, target_of(urlsplit(url).path, operation),
+                          endpoint_of(url))
+
+    def on_before_send(self, request: Any = None, **kwargs: Any) -> None:  # must return None: a value is the response
         try:
+            self._local.request = request
+            if not _buckets:  # unlocked read: nothing throttled recently anywhere in the process
+                return
+            bucket = lookup(self.scope(request, kwargs.get("event_name")), self.runtime.clock)
+            if bucket is None or not bucket.engaged:
+                return
             wait = bucket.before_send(self.runtime.clock(), self.max_wait)
             if wait > 0:
                 self.runtime.sleep(wait)
@@ -291,12 +336,17 @@ class RateLimit:
             report_failure("rate-limit", exc)
 
     def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, **kwargs: Any) -> None:
-        bucket = self.bucket
-        if bucket is None or not isinstance(response_dict, dict):
-            return  # no HTTP response (reset, timeout): says nothing about the quota
         try:
+            request, self._local.request = getattr(self._local, "request", None), None
+            if not isinstance(response_dict, dict):
+                return  # no HTTP response (reset, timeout): says nothing about the quota
             status = response_dict.get("status_code")  # successes count too: engaging needs a throttled share
-            bucket.on_response(self.runtime.clock(), is_throttling(status, parsed_response))
+            throttled = is_throttling(status, parsed_response)
+            if not throttled and not _buckets:
+                return  # the idle path: no lock, no meter until throttling was seen
+            bucket = lookup(self.scope(request, kwargs.get("event_name")), self.runtime.clock, create=throttled)
+            if bucket is not None:
+                bucket.on_response(self.runtime.clock(), throttled)
         except Exception as exc:
             report_failure("rate-limit", exc)
 

@@ -224,21 +224,34 @@ def test_thread_safety_under_mixed_traffic():
 
 # -- the feature on real clients ------------------------------------------------------------------
 
-def test_clients_of_one_region_share_a_bucket_and_detach_forgets_it(server, fake_time):
-    before = set(ratelimit.buckets())
+def _throttle_once(client) -> None:
+    try:
+        converse(client)
+    except Exception:
+        pass
+
+
+def test_clients_of_one_scope_share_a_bucket_created_by_throttling(server, fake_time):
+    """Buckets exist only for scopes that were throttled; clients of one account, Region and model share
+    one; another Region gets its own; the last uninstall forgets them all."""
     session = new_session()
     a, b = make_client(session, server), make_client(session, server)
     other = new_session().client("bedrock-runtime", region_name="eu-west-1", endpoint_url=server.url)
     runtime = fake_time.runtime()
     for client in (a, b, other):
-        bedrock_hooks.install(client, runtime=runtime, rate_limit=True)
-    keys = {key[:2] for key in set(ratelimit.buckets()) - before}
-    assert keys == {("bedrock-runtime", "us-east-1"), ("bedrock-runtime", "eu-west-1")}
-    bedrock_hooks.uninstall(a)
-    assert ("bedrock-runtime", "us-east-1") in {key[:2] for key in set(ratelimit.buckets()) - before}  # b uses it
-    bedrock_hooks.uninstall(b)
-    bedrock_hooks.uninstall(other)
-    assert set(ratelimit.buckets()) == before
+        bedrock_hooks.install(client, runtime=runtime, rate_limit=True, max_attempts=1)
+    converse(a)
+    assert ratelimit.buckets() == {}  # successes create nothing
+    server.default = Reply.throttling()
+    for client in (a, b, other):
+        _throttle_once(client)
+    scopes = [scope for scope, _clock in ratelimit.buckets()]
+    assert sorted(scope.region for scope in scopes) == ["eu-west-1", "us-east-1"]
+    (east,) = [bucket for (scope, _), bucket in ratelimit.buckets().items() if scope.region == "us-east-1"]
+    assert east.throttles == 2  # a and b: one bucket
+    for client in (a, b, other):
+        bedrock_hooks.uninstall(client)
+    assert ratelimit.buckets() == {}
 
 
 def test_throttled_clients_are_paced_together_and_uninstall_restores_plain(server, fake_time):
@@ -310,27 +323,27 @@ def test_only_throttling_counts():
     assert not ratelimit.is_throttling(200, {})
 
 
-def test_a_client_dropped_without_uninstall_releases_its_bucket(server, fake_time):
-    """The bucket reference is tied to the client's lifetime by a weakref finalizer."""
-    from bedrock_hooks.config import load_settings
-
-    before = set(ratelimit.buckets())
+def test_a_quiet_bucket_is_forgotten_without_uninstall(server, fake_time):
+    """No client pins a bucket: RESET_AFTER seconds without throttling and the registry is empty again,
+    so the success path is back to its idle cost."""
     client = make_client(new_session(), server)
-    feature = ratelimit.feature(client, load_settings(rate_limit=True), fake_time.runtime())
-    feature.attach()
-    assert set(ratelimit.buckets()) != before
-    assert feature._release.alive and feature._release.peek()[0] is client
-    feature._release()  # what the garbage collector runs when the client is dropped
-    assert set(ratelimit.buckets()) == before
-    feature.detach()  # and a later detach releases nothing twice
-    assert set(ratelimit.buckets()) == before
+    bedrock_hooks.install(client, runtime=fake_time.runtime(), max_attempts=1)
+    server.default = Reply.throttling()
+    _throttle_once(client)
+    assert len(ratelimit.buckets()) == 1
+    server.default = Reply.ok()
+    fake_time.now += ratelimit.RESET_AFTER / 2
+    converse(client)
+    assert len(ratelimit.buckets()) == 1  # throttled recently: successes are metered
+    fake_time.now += ratelimit.RESET_AFTER + 1
+    converse(client)
+    assert ratelimit.buckets() == {}
 
 
 def test_on_by_default_but_idle_until_a_storm(server, fake_time):
-    before = set(ratelimit.buckets())
     client = make_client(new_session(), server)
     bedrock_hooks.install(client, runtime=fake_time.runtime())
-    (bucket,) = [b for k, b in ratelimit.buckets().items() if k not in before]
+    assert any("ratelimit" in h for h in client.meta.events._emitter._unique_id_handlers)
     for _ in range(5):
         converse(client)
-    assert not bucket.engaged and fake_time.sleeps == []
+    assert ratelimit.buckets() == {} and fake_time.sleeps == []
