@@ -363,9 +363,8 @@ class FallbackHooks:
             url = regional_url(request_dict.get("url", ""), home, candidate, pinned)
             if url is not None:
                 return "region", (candidate, url), reason
-            note = (f"Region failover to {candidate} skipped: the endpoint {urlsplit(request_dict.get('url', '')).netloc}"
-                    f" names no Region, so {candidate}'s endpoint is unknown; pin it with "
-                    f"BEDROCK_HOOKS_FALLBACK_REGIONS={candidate}=https://...")
+            note = (f"Region failover to {candidate} skipped: the endpoint names no Region; pin one with "
+                    f"BEDROCK_HOOKS_FALLBACK_REGIONS={candidate}=URL.")
             if note not in state.notes:
                 state.notes.append(note)
                 logger.info("bedrock-hooks: %s", note)
