@@ -7,11 +7,20 @@
 2. **Handler cost, network removed**: the same two clients with botocore's HTTP send replaced by a stub
    returning a canned 200, so a call is pure botocore CPU work; the difference per call is everything
    the library adds to a successful call through botocore's events.
-3. **Per event**: the four events the library handles on the success path (``before-sign``,
-   ``before-send``, ``needs-retry``, ``after-call``) emitted through each client's own event emitter
-   with the arguments botocore passed them in a real call; the difference is the handlers' own cost.
+3. **Per event**: every event of a successful call on which a feature of the library registers
+   (``before-call``, ``before-sign``, ``before-send``, ``response-received``, ``needs-retry``,
+   ``after-call``), emitted through each client's own event
+   emitter with the arguments botocore passed them in a real call; the difference is the handlers'
+   own cost, dispatch included. Measured twice: fresh, and after an inference profile was remembered
+   for *another* model (routing state in the process must not cost this model anything).
 4. **Connection pool hook**: urllib3's ``_get_conn``/``_put_conn`` pair on the client's real pool,
    plain pool class vs the library's idle-eviction subclass.
+5. **Python function calls per stubbed call** (cProfile): plain vs hooked, fresh and with a remembered
+   profile for another model — deterministic, so it shows a change the timings are too noisy to.
+
+The headline "library cost per successful call" is the sum of the per-event differences and the pool
+hook (precise: each measured in isolation, interleaved, median of rounds); the stubbed whole call
+(row 2) is the same cost seen end to end, with the noise of a ~400 µs call on a shared machine.
 
     python bench/overhead.py [--json]
     python bench/overhead.py --smoke      # seconds; numbers mean nothing
@@ -37,10 +46,16 @@ from _common import ServerProcess, converse, save_figure, make_client, markdown_
 FULL = {"rounds": 60, "calls": 100, "stub_rounds": 25, "stub_calls": 1000, "emit_rounds": 15, "emit_calls": 20000}
 SMOKE = {"rounds": 2, "calls": 10, "stub_rounds": 2, "stub_calls": 50, "emit_rounds": 2, "emit_calls": 200}
 
-EVENTS = ("before-sign", "before-send", "needs-retry", "after-call")
+EVENTS = ("before-call", "before-sign", "before-send", "response-received", "needs-retry", "after-call")
 CANNED = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
                      "stopReason": "end_turn", "usage": {"inputTokens": 5, "outputTokens": 3, "totalTokens": 8},
                      "metrics": {"latencyMs": 1}}).encode()
+#: A model the stub answers "on-demand throughput isn't supported" for: one call makes the library
+#: remember its inference profile, which is process-wide routing state.
+OTHER_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+ON_DEMAND = json.dumps({"message": f"Invocation of model ID {OTHER_MODEL} with on-demand throughput isn\u2019t "
+                        "supported. Retry your request with the ID or ARN of an inference profile that contains "
+                        "this model."}).encode()
 
 
 def _pair(url: str) -> tuple[Any, Any]:
@@ -142,11 +157,23 @@ class _Raw:
 
 
 def _stub_send(request: Any) -> Any:
+    from urllib.parse import quote
+
     from botocore.awsrequest import AWSResponse
 
-    headers = {"Content-Type": "application/json", "x-amzn-RequestId": "bench-0000",
-               "Content-Length": str(len(CANNED)), "Date": "Wed, 25 Nov 2026 15:00:00 GMT"}
-    return AWSResponse(request.url, 200, headers, _Raw(CANNED))
+    status, body, headers = 200, CANNED, {"Content-Type": "application/json"}
+    if f"/model/{quote(OTHER_MODEL, safe='-_.~')}/" in request.url:
+        status, body, headers = 400, ON_DEMAND, {"Content-Type": "application/json",
+                                                 "x-amzn-ErrorType": "ValidationException"}
+    headers.update({"x-amzn-RequestId": "bench-0000", "Content-Length": str(len(body)),
+                    "Date": "Wed, 25 Nov 2026 15:00:00 GMT"})
+    return AWSResponse(request.url, status, headers, _Raw(body))
+
+
+def remember_a_profile_for_another_model(client: Any) -> bool:
+    """One call of OTHER_MODEL: the library re-sends it on the ``us.`` profile and remembers it."""
+    response = client.converse(modelId=OTHER_MODEL, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    return bool(response.get("BedrockHooks"))
 
 
 def _stubbed_pair() -> tuple[Any, Any]:
@@ -189,13 +216,16 @@ def _captured_events(client: Any) -> list[tuple[str, dict[str, Any]]]:
     return seen
 
 
-def event_cost(rounds: int, calls: int) -> dict[str, Any]:
+def event_cost(rounds: int, calls: int, *, remembered_profile: bool = False) -> dict[str, Any]:
     plain, hooked = _stubbed_pair()
-    out: dict[str, Any] = {"rounds": rounds, "emits_per_round": calls, "events": {}}
+    out: dict[str, Any] = {"rounds": rounds, "emits_per_round": calls, "events": {},
+                           "remembered_profile": remembered_profile and remember_a_profile_for_another_model(hooked)}
     captured = {"plain": dict(_captured_events(plain)), "hooked": dict(_captured_events(hooked))}
     total = 0.0
     for prefix in EVENTS:
-        name = next(n for n in captured["plain"] if n.startswith(prefix + "."))
+        name = next((n for n in captured["plain"] if n.startswith(prefix + ".")), None)
+        if name is None:
+            continue
         fns = []
         for which, client in (("plain", plain), ("hooked", hooked)):
             emit, kwargs = client.meta.events.emit, captured[which][name]
@@ -210,6 +240,18 @@ def event_cost(rounds: int, calls: int) -> dict[str, Any]:
                                  "hooked_us": statistics.median(h) / calls * 1e6, "delta_us": delta}
         total += delta
     out["total_delta_us"] = total
+    _release(plain, hooked)
+    return out
+
+
+def stub_function_calls(calls: int) -> dict[str, Any]:
+    """Python function calls per stubbed Converse: plain, hooked, hooked with another model's profile remembered."""
+    plain, hooked = _stubbed_pair()
+    for client in (plain, hooked):
+        converse(client)
+    out = {"plain": _function_calls(plain, calls), "hooked": _function_calls(hooked, calls)}
+    remember_a_profile_for_another_model(hooked)
+    out["hooked_with_remembered_profile"] = _function_calls(hooked, calls)
     _release(plain, hooked)
     return out
 
@@ -260,12 +302,17 @@ def run(*, smoke: bool = False) -> dict[str, Any]:
         pool = pool_cost(server.url, p["emit_rounds"], p["emit_calls"] // 4)
     stub = stub_cost(p["stub_rounds"], p["stub_calls"])
     events = event_cost(p["emit_rounds"], p["emit_calls"])
-    return {"params": dict(p), "throughput": loop, "stub": stub, "events": events, "pool": pool,
-            "handler_cost_us": stub["delta_us_median"] + pool["delta_us"]}
+    routed = event_cost(p["emit_rounds"], p["emit_calls"], remembered_profile=True)
+    functions = stub_function_calls(p["stub_calls"] // 10 or 1)
+    return {"params": dict(p), "throughput": loop, "stub": stub, "events": events, "routed_events": routed,
+            "pool": pool, "function_calls": functions,
+            "handler_cost_us": events["total_delta_us"] + pool["delta_us"],
+            "handler_cost_routed_us": routed["total_delta_us"] + pool["delta_us"]}
 
 
 def table(result: dict[str, Any]) -> str:
     t, s, e, pool = result["throughput"], result["stub"], result["events"], result["pool"]
+    routed, fc = result["routed_events"], result["function_calls"]
     rows = [
         ["Converse over loopback HTTP (calls/s)", f"{t['plain_calls_per_s']:,.0f}", f"{t['hooked_calls_per_s']:,.0f}",
          f"ratio **{t['ratio']:.3f}** (per-round median {t['ratio_median']:.3f}, "
@@ -282,8 +329,15 @@ def table(result: dict[str, Any]) -> str:
         rows.append([f"emit `{name}` (µs)", f"{ev['plain_us']:.2f}", f"{ev['hooked_us']:.2f}", f"{ev['delta_us']:+.2f} µs"])
     rows.append(["pool `_get_conn`+`_put_conn` (µs)", f"{pool['plain_us']:.2f}", f"{pool['hooked_us']:.2f}",
                  f"{pool['delta_us']:+.2f} µs"])
-    rows.append(["**library cost per successful call** (stubbed call + pool hook)", "", "",
+    rows.append(["**library cost per successful call** (sum of the event rows + pool hook)", "", "",
                  f"**{result['handler_cost_us']:.1f} µs**"])
+    before_call = routed["events"].get("before-call", {})
+    rows.append(["... after another model's inference profile was remembered (sum; `before-call` row)", "",
+                 f"{before_call.get('hooked_us', float('nan')):.2f}",
+                 f"**{result['handler_cost_routed_us']:.1f} µs** ({before_call.get('delta_us', float('nan')):+.2f} µs)"])
+    rows.append(["Python function calls per stubbed call (fresh / with another model's profile remembered)",
+                 f"{fc['plain']:,.0f}", f"{fc['hooked']:,.0f} / {fc['hooked_with_remembered_profile']:,.0f}",
+                 f"+{fc['hooked'] - fc['plain']:,.0f} / +{fc['hooked_with_remembered_profile'] - fc['plain']:,.0f}"])
     return markdown_table(["measurement", "plain botocore", "with bedrock-hooks", "difference"], rows, "lrrr")
 
 
