@@ -144,7 +144,7 @@ def render(results: dict[str, Any]) -> str:
         p = r["params"]
         return (f"{p['fault_rate'] * 100:g}% of requests fail at random (500, 503, 429, TCP reset equally likely), "
                 f"{p['threads']} threads, {p['duration']:g} s per mode x {p['repeats']}, deadline {p['deadline']:g} s. "
-                "p50/p99 over all calls.\n\n" + fault_mix.table(r))
+                "p50/p99 over all calls.\n\n" + fault_mix.table(r) + "\n\n" + fault_mix.summary(r))
 
     lines += ["## 5. Fault mix (`bench/fault_mix.py`)", "", _section(results, "fault_mix", faults), ""]
     lines += ["---", "", "Durations (s): " + ", ".join(f"{k} {v}" for k, v in results["durations_s"].items()),
