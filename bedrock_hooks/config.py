@@ -335,7 +335,7 @@ OPTIONS: tuple[Option, ...] = (
            "Fallback chains: MODEL=ALT1,ALT2;MODEL2=ALT3, inline JSON, or a .json/.toml file (regular, <= 1 MiB). "
            "Empty: none."),
     Option("fallback_cross_provider", "BEDROCK_HOOKS_FALLBACK_CROSS_PROVIDER", parse_bool, False,
-           "Let InvokeModel fall back to another provider family (its body format differs). Converse always may."),
+           "Let InvokeModel fall back to a model of another or unknown body format. Converse always may."),
     Option("inference_profiles", "BEDROCK_HOOKS_INFERENCE_PROFILES", parse_bool, True,
            "On 'on-demand throughput isn't supported', retry once on the Region's cross-Region inference profile."),
     Option("circuit_threshold", "BEDROCK_HOOKS_CIRCUIT_THRESHOLD", _number(int, 1, MAX_CIRCUIT_THRESHOLD, allow_zero=True),
@@ -364,8 +364,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("stream_retry", "BEDROCK_HOOKS_STREAM_RETRY", parse_bool, True,
            "Transparently re-issue a stream that fails before any content was delivered."),
     Option("rate_limit", "BEDROCK_HOOKS_RATE_LIMIT", parse_bool, True,
-           "Process-wide adaptive pacing per service and Region, engaged only when several threads are throttled "
-           "and 429s are a large share of recent answers."),
+           "Process-wide adaptive pacing per account, Region, model and endpoint, engaged only when several threads "
+           "are throttled and 429s are a large share of recent answers."),
 )
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}

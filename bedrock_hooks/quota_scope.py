@@ -56,6 +56,13 @@ def endpoint_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def request_scope(request: Any, operation: str, default_region: str, signer: Any) -> QuotaScope:
+    """The scope of a prepared request (``before-send``): its URL, and the Region its signature names."""
+    parts = urlsplit(getattr(request, "url", None) or "")
+    return QuotaScope(account_of(signer), signing_region(getattr(request, "headers", None), default_region),
+                      target_of(parts.path, operation), f"{parts.scheme}://{parts.netloc}".lower())
+
+
 def signing_region(headers: Any, default: str) -> str:
     """The Region a request was signed for (its SigV4 credential scope), else ``default``."""
     value = headers.get("Authorization") if headers is not None else None

@@ -37,14 +37,13 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify
 from .config import Settings
 from .failsafe import report_failure
 from .features import Registrations
-from .quota_scope import QuotaScope, account_of, endpoint_of, signing_region, target_of
+from .quota_scope import QuotaScope, request_scope
 
 logger = logging.getLogger("bedrock_hooks.ratelimit")
 
@@ -315,18 +314,16 @@ class RateLimit:
 
     def scope(self, request: Any, event_name: str | None) -> QuotaScope:
         """The quota ``request`` draws on: account, signing Region, model (or operation), endpoint."""
-        url = getattr(request, "url", None) or ""
-        operation = (event_name or "").rsplit(".", 1)[-1]
-        region = signing_region(getattr(request, "headers", None), self.region)
-        return QuotaScope(account_of(self._signer), region, target_of(urlsplit(url).path, operation),
-                          endpoint_of(url))
+        return request_scope(request, (event_name or "").rsplit(".", 1)[-1], self.region, self._signer)
 
     def on_before_send(self, request: Any = None, **kwargs: Any) -> None:  # must return None: a value is the response
         try:
-            self._local.request = request
             if not _buckets:  # unlocked read: nothing throttled recently anywhere in the process
+                self._local.sent = (request, None)
                 return
-            bucket = lookup(self.scope(request, kwargs.get("event_name")), self.runtime.clock)
+            scope = self.scope(request, kwargs.get("event_name"))
+            self._local.sent = (request, scope)
+            bucket = lookup(scope, self.runtime.clock)
             if bucket is None or not bucket.engaged:
                 return
             wait = bucket.before_send(self.runtime.clock(), self.max_wait)
@@ -337,14 +334,15 @@ class RateLimit:
 
     def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, **kwargs: Any) -> None:
         try:
-            request, self._local.request = getattr(self._local, "request", None), None
+            (request, scope), self._local.sent = getattr(self._local, "sent", None) or (None, None), None
             if not isinstance(response_dict, dict):
                 return  # no HTTP response (reset, timeout): says nothing about the quota
             status = response_dict.get("status_code")  # successes count too: engaging needs a throttled share
             throttled = is_throttling(status, parsed_response)
             if not throttled and not _buckets:
                 return  # the idle path: no lock, no meter until throttling was seen
-            bucket = lookup(self.scope(request, kwargs.get("event_name")), self.runtime.clock, create=throttled)
+            scope = scope or self.scope(request, kwargs.get("event_name"))
+            bucket = lookup(scope, self.runtime.clock, create=throttled)
             if bucket is not None:
                 bucket.on_response(self.runtime.clock(), throttled)
         except Exception as exc:
