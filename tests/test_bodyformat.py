@@ -14,18 +14,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 import bedrock_hooks
-from bedrock_hooks import fallbacks
 from bedrock_hooks.testing import Reply
 from conftest import make_client, new_session
+from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
 
 NOT_FOUND = Reply.error(404, "ResourceNotFoundException", "This model version has reached the end of its life.")
 
-
-@pytest.fixture(autouse=True)
-def _fresh_routers():
-    fallbacks.reset_routers()
-    yield
-    fallbacks.reset_routers()
 
 
 def invoke_with_chain(server, fake_time, requested: str, chain: list[str], body: dict):

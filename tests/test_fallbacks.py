@@ -16,6 +16,7 @@ from bedrock_hooks.config import load_settings
 from bedrock_hooks.quota_scope import QuotaScope
 from bedrock_hooks.testing import BedrockServer, Reply, sigv4_scope, verify_sigv4
 from conftest import CREDS, FakeTime, converse, make_client, new_session
+from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
 
 PRIMARY = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 SECOND = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -30,12 +31,6 @@ ON_DEMAND = Reply.error(400, "ValidationException",
                         f"Invocation of model ID {PRIMARY} with on-demand throughput isn\u2019t supported. Retry your "
                         "request with the ID or ARN of an inference profile that contains this model.")
 
-
-@pytest.fixture(autouse=True)
-def _fresh_routers():
-    fallbacks.reset_routers()
-    yield
-    fallbacks.reset_routers()
 
 
 def by_model(behaviour: dict[str, Reply]):

@@ -20,15 +20,10 @@ import bedrock_hooks
 from bedrock_hooks import fallbacks
 from bedrock_hooks.testing import Reply, sigv4_scope
 from conftest import converse, new_session
+from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
-
-@pytest.fixture(autouse=True)
-def _fresh_routers():
-    fallbacks.reset_routers()
-    yield
-    fallbacks.reset_routers()
 
 
 def failover_client(server, fake_time, endpoint_url: str, regions: str, *, proxy: bool):

@@ -18,6 +18,7 @@ import bedrock_hooks
 from bedrock_hooks import fallbacks, ratelimit
 from bedrock_hooks.testing import Reply, sigv4_scope
 from conftest import converse, make_client, new_session
+from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 OTHER_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -25,14 +26,6 @@ FALLBACK = "anthropic.claude-3-sonnet-20240229-v1:0"
 ACCOUNT_A = ("AKIDACCOUNTAAAAAAAAA", "secretA/K7MDENG+bPxRfiCYEXAMPLEKEYaaaaa")
 ACCOUNT_B = ("AKIDACCOUNTBBBBBBBBB", "secretB/K7MDENG+bPxRfiCYEXAMPLEKEYbbbbb")
 
-
-@pytest.fixture(autouse=True)
-def _fresh_state():
-    fallbacks.reset_routers()
-    ratelimit.reset()
-    yield
-    fallbacks.reset_routers()
-    ratelimit.reset()
 
 
 def account_session(keys: tuple[str, str]) -> boto3.Session:

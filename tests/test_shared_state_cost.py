@@ -13,6 +13,7 @@ import bedrock_hooks
 from bedrock_hooks import fallbacks, ratelimit
 from bedrock_hooks.testing import Reply
 from conftest import converse, make_client, new_session
+from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 PROFILED = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -20,12 +21,6 @@ ON_DEMAND = Reply.error(400, "ValidationException",
                         f"Invocation of model ID {PROFILED} with on-demand throughput isn\u2019t supported. Retry "
                         "your request with the ID or ARN of an inference profile that contains this model.")
 
-
-@pytest.fixture(autouse=True)
-def _fresh_routers():
-    fallbacks.reset_routers()
-    yield
-    fallbacks.reset_routers()
 
 
 class Counter:
