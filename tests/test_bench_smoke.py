@@ -6,8 +6,6 @@ import math
 import sys
 from pathlib import Path
 
-import pytest
-
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -15,6 +13,7 @@ import fault_mix  # noqa: E402
 import overhead  # noqa: E402
 import startup  # noqa: E402
 import throttle_storm  # noqa: E402
+from _requires import require_that  # noqa: E402
 from netns import unavailable_reason  # noqa: E402
 
 
@@ -56,8 +55,8 @@ def test_fault_mix_smoke():
     assert fault_mix.table(result).count("\n") == 1 + len(modes)
 
 
-@pytest.mark.skipif(unavailable_reason() is not None, reason=f"NAT emulation unavailable: {unavailable_reason()}")
 def test_idle_drop_smoke():
+    require_that(unavailable_reason(), group="natgw")
     import idle_drop
 
     results = idle_drop.run(smoke=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from _requires import require_that
 from netns import NatGateway, unavailable_reason
 
 CONNTRACK_TIMEOUT = 3  # seconds: the emulated 350 s
@@ -33,9 +34,7 @@ RUNS = [("drop", s) for s in ("plain", "tcp_keepalive", "keepalive", "eviction",
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[NatGateway]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"NAT emulation impossible here: {reason}")
+    require_that(unavailable_reason(), group="natgw")
     with NatGateway(conntrack_timeout=CONNTRACK_TIMEOUT) as gw:
         yield gw
 
@@ -93,9 +92,7 @@ def test_silent_drop_without_defences_costs_one_read_timeout_then_retries_at_onc
 
 
 def test_teardown_removes_namespaces_and_processes():
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"NAT emulation impossible here: {reason}")
+    require_that(unavailable_reason(), group="natgw")
     with NatGateway(conntrack_timeout=CONNTRACK_TIMEOUT) as gw:
         names = [gw.client_ns, gw.nat_ns, gw.server_ns]
         processes = list(gw._processes)

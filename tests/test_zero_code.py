@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from _requires import require_that
 from bedrock_hooks import autoload
 from bedrock_hooks.cli import bootstrap_dir, launch_environment
 from bedrock_hooks.testing import BedrockServer, Reply
@@ -159,8 +160,7 @@ def test_broken_configuration_is_one_warning_and_defaults(app: Path, server: Bed
 
 def test_console_script_if_installed(app: Path, server: BedrockServer) -> None:
     exe = shutil.which("bedrock-hooks-run")
-    if exe is None:
-        pytest.skip("bedrock-hooks-run console script not installed (pip install -e .)")
+    require_that(None if exe else "bedrock-hooks-run is not on PATH (pip install -e .)", group="console-script")
     server.script(Reply.service_unavailable(), Reply.ok())
     proc = run([exe, "--", sys.executable, str(app)], base_env(APP_ENDPOINT=server.url), app.parent)
     assert result_of(proc)["ok"]
