@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import fallbacks, keepalive, ratelimit, streaming
+from . import compat, fallbacks, keepalive, ratelimit, streaming
 from .config import Settings, apply_log_level, load_settings
 from .failsafe import report_failure, safe_invoke
 from .features import Feature, FeatureFactory, Runtime
@@ -65,8 +65,9 @@ class Installation:
             if not self.active or client in _clients or not self.covers(client):
                 return False
             features: list[Feature] = []
+            settings = safe_invoke("compat", compat.restrict, self.settings, fallback=self.settings)
             for factory in FEATURES:
-                feature = safe_invoke("attach", factory, client, self.settings, self.runtime)
+                feature = safe_invoke("attach", factory, client, settings, self.runtime)
                 if feature is None:
                     continue
                 if safe_invoke("attach", feature.attach, fallback=False) is False:

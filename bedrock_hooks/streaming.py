@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import compat
 from .catalog import Decision
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
@@ -465,6 +466,6 @@ class _ReissueFailed(Exception):
 
 def feature(client: Any, settings: Settings, runtime: Runtime) -> StreamHooks | None:
     """Factory for :data:`bedrock_hooks.installation.FEATURES`: only when hints or stream retry are on."""
-    if not (settings.hints or settings.stream_retry):
+    if not (settings.hints or settings.stream_retry) or not compat.available(compat.STREAMS):
         return None
     return StreamHooks(client, settings, runtime)

@@ -155,7 +155,7 @@ def test_install_and_uninstall_while_threads_are_calling(server):
 
     # After the final uninstall: plain botocore everywhere.
     assert not install_module.is_patched()
-    assert not getattr(botocore.auth.get_current_datetime, "__module__", "").startswith("bedrock_hooks")
+    assert not getattr(getattr(botocore.auth, "get_current_datetime", None), "__module__", "").startswith("bedrock_hooks")
     for client in clients:
         assert_plain(client)
     plain = make_client(new_session(), server)

@@ -220,6 +220,7 @@ valid_dates = st.builds(_http_date, st.datetimes(min_value=datetime.datetime(1, 
                         st.integers(-(23 * 60 + 59), 23 * 60 + 59))
 
 
+@pytest.mark.needs_internals("clock-skew")
 @FUZZ
 @given(st.one_of(valid_dates, http_dates))
 def test_any_measured_skew_can_be_signed_with(date):

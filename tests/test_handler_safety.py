@@ -22,9 +22,7 @@ import datetime
 import importlib
 import logging
 import re
-import types
 
-import botocore.endpoint
 import pytest
 
 import bedrock_hooks
@@ -82,9 +80,9 @@ def boom_key(*args, **kwargs):
 
 @pytest.fixture(autouse=True)
 def _isolation(monkeypatch):
-    monkeypatch.setattr(safety, "_reported", set())  # "once" is per process: start each test from zero
-    # Plain botocore sleeps its own backoff (standard mode: up to seconds); the outcome does not depend on it.
-    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    # "once" is per process: start each test from zero. (Plain botocore's own backoff sleeps go to the
+    # fake clock of conftest.py's botocore_time fixture.)
+    monkeypatch.setattr(safety, "_reported", set())
 
 
 def outcome(server, client, script, call, *, exact: bool):
@@ -159,6 +157,7 @@ def test_hint_line_bug_on_the_control_plane(server, fake_time, caplog, monkeypat
             service="bedrock")
 
 
+@pytest.mark.needs_internals("clock-skew")  # the skew is measured only where it can be corrected
 def test_clock_skew_measurement_bug_hands_the_decision_to_botocore(server, fake_time, caplog, monkeypatch):
     monkeypatch.setattr(remedies, "measure_skew", boom)
     compare(server, fake_time, caplog, [(_skewed(), converse)], {"needs-retry"}, exact=False)
@@ -177,6 +176,7 @@ def _signed_at(request) -> datetime.datetime:
     return datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
 
 
+@pytest.mark.needs_internals("clock-skew")
 @pytest.mark.parametrize("broken,where,corrected", [
     ("arm_signing_offset", "before-sign", False),  # the retry is signed with botocore's own clock
     ("disarm_signing_offset", "before-send", True),  # the offset was armed and used: nothing lost
@@ -223,34 +223,28 @@ def test_stream_bug_leaves_the_stream_as_botocore_makes_it(case, server, fake_ti
 
 
 # -- keep-alive: the hint note, the pool hooks, attach -----------------------------------------------
+# The patched names are looked up directly (raising=True): a rename fails these tests, never skips them.
 
 def _hygiene(client):
     features = installation._clients[client][1]
-    found = [f for f in features if type(f).__name__ == "ConnectionHygiene"]
-    if not found:
-        pytest.skip("keep-alive feature not attached in this build")
+    found = [f for f in features if isinstance(f, keepalive.ConnectionHygiene)]
+    assert found, f"keep-alive feature not attached: {features}"
     return found[0]
 
 
 def test_keepalive_note_bug(server, fake_time, caplog, monkeypatch):
-    if not hasattr(keepalive, "ConnectionHygiene") or not hasattr(keepalive.ConnectionHygiene, "describe"):
-        pytest.skip("keep-alive note not present")
     monkeypatch.setattr(keepalive.ConnectionHygiene, "describe", boom)
     compare(server, fake_time, caplog, [(RESETS, converse)], {"keepalive-note"}, exact=False)
 
 
 def test_keepalive_attach_bug_leaves_sockets_to_botocore(server, fake_time, caplog, monkeypatch):
-    if not hasattr(keepalive, "keepalive_options"):
-        pytest.skip("keep-alive options not present")
     monkeypatch.setattr(keepalive, "keepalive_options", boom)
     hooked = compare(server, fake_time, caplog, [(S503, converse), (RESETS, converse), (RETRIED_OK, converse)],
                      {"attach"}, exact=False)
-    assert not any(type(f).__name__ == "ConnectionHygiene" for f in installation._clients[hooked][1])
+    assert not any(isinstance(f, keepalive.ConnectionHygiene) for f in installation._clients[hooked][1])
 
 
 def test_pool_eviction_bug_keeps_the_connection(server, fake_time, caplog, monkeypatch):
-    if not hasattr(keepalive, "_evict"):
-        pytest.skip("idle eviction not present")
     monkeypatch.setattr(keepalive, "_evict", boom)
     session = new_session()
     bedrock_hooks.install(session, runtime=fake_time.runtime(), pool_max_idle=1)
@@ -269,11 +263,10 @@ def test_pool_return_bug_keeps_the_connection(server, fake_time, caplog, monkeyp
     bedrock_hooks.install(session, runtime=fake_time.runtime())
     client = make_client(session, server)
     hygiene = _hygiene(client)
-    classes = list(getattr(hygiene, "_classes", {}).values())
-    if not classes or not all(hasattr(c, "_bh_clock") for c in classes):
-        pytest.skip("pool hooks not present")
+    classes = list(hygiene._classes.values())
+    assert classes, "no pool class carries the eviction hook"
     for cls in classes:
-        monkeypatch.setattr(cls, "_bh_clock", staticmethod(boom))
+        monkeypatch.setattr(cls, "_bh_clock", staticmethod(boom), raising=True)
     server.reset()
     for _ in range(REPEAT):
         converse(client)

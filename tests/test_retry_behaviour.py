@@ -211,6 +211,7 @@ def _x_amz_date(request) -> datetime.datetime:
     return datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
 
 
+@pytest.mark.needs_internals("clock-skew")
 @pytest.mark.parametrize("code,message", [
     ("InvalidSignatureException", "Signature expired: 20250714T201419Z is now earlier than 20250714T202350Z "
                                   "(20250714T202850Z - 5 min.)"),
@@ -235,6 +236,7 @@ def test_clock_skew_is_measured_corrected_and_retried_once(code, message, server
     assert abs((_x_amz_date(server.requests[-1]) - ahead).total_seconds()) > 500
 
 
+@pytest.mark.needs_internals("clock-skew")
 def test_clock_skew_that_persists_fails_with_the_measured_skew(server, fake_time):
     ahead = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=10)
     session = new_session()

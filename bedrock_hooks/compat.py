@@ -1,0 +1,379 @@
+"""Feature tests for the private botocore/urllib3 internals bedrock-hooks relies on.
+
+botocore's events carry most of the library, but a few features reach into private attributes
+(botocore's retry slot, a client's ``URLLib3Session``, urllib3's pool hand-out, the SigV4 clock, the
+event-stream reader...). Private names change without notice: botocore 1.34 signs with
+``datetime.utcnow()`` where 1.40.2+ calls ``botocore.auth.get_current_datetime``. Instead of trusting
+version numbers, every internal is listed once in :data:`CHECKS` with the feature that needs it and a
+probe that tries it on a small specimen object.
+
+The probes run once per process, lazily (the first time a feature asks, i.e. when the first Bedrock
+client is attached, never at import), cheaply (no client, no socket, no I/O: about a millisecond in
+all) and never raise. A missing internal turns off *only* the features that need it, with one warning
+naming the internal and the feature; the client then behaves as plain botocore for that feature and
+keeps every other one. ``bedrock-hooks doctor`` prints the table (:func:`report`).
+
+How features consult it: :func:`restrict` turns off the settings of unavailable features (called once
+per client attach, free when everything is available); a feature without a setting of its own asks
+:func:`available`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger("bedrock_hooks.compat")
+
+# -- the features that rely on internals -----------------------------------------------------------
+
+RETRY_SLOT = "retry-slot"
+CONNECTIONS = "connections"
+CLOCK_SKEW = "clock-skew"
+REFRESH_CREDENTIALS = "refresh-credentials"
+CREDENTIAL_SOURCE = "credential-source"
+STREAMS = "streams"
+REGION_FAILOVER = "region-failover"
+RETRY_QUOTA = "retry-quota"
+SESSIONS = "sessions"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """What a feature does (for the warning) and the settings that turn it off (for :func:`restrict`)."""
+
+    name: str
+    does: str
+    off: Mapping[str, Any] = field(default_factory=dict)
+
+
+FEATURES: dict[str, Feature] = {f.name: f for f in (
+    Feature(RETRY_SLOT, "error-specific retry decisions in botocore's retry slot (botocore's own retry "
+                        "handler decides instead)", {"retry": False}),
+    Feature(CONNECTIONS, "per-socket TCP keep-alive and idle-connection eviction (both go through the pool "
+                         "hook)", {"keepalive": False, "pool_max_idle": 0.0}),
+    Feature(CLOCK_SKEW, "clock-skew correction of the SigV4 signing time", {"fix_clock_skew": False}),
+    Feature(REFRESH_CREDENTIALS, "forced refresh of expired refreshable credentials", {"refresh_credentials": False}),
+    Feature(CREDENTIAL_SOURCE, "the credential source in hints"),
+    Feature(STREAMS, "hints and transparent re-issue for event streams"),
+    Feature(REGION_FAILOVER, "Region failover", {"fallback_regions": ()}),
+    Feature(RETRY_QUOTA, "charging botocore's standard-mode retry quota for the library's retries"),
+    Feature(SESSIONS, "install() on a boto3 Session or boto3's default session"),
+)}
+
+
+# -- probes: each builds a small specimen and tries the internal on it --------------------------------
+
+def _emitter_slot() -> bool:
+    from botocore.hooks import HierarchicalEmitter
+
+    emitter = HierarchicalEmitter()
+
+    def handler(**kwargs: Any) -> None:
+        return None
+
+    emitter.register("needs-retry.probe", handler, unique_id="retry-config-probe")
+    return emitter._unique_id_handlers["retry-config-probe"]["handler"] is handler
+
+
+def _aliaser_emitter() -> bool:
+    from botocore.hooks import EventAliaser, HierarchicalEmitter
+
+    inner = HierarchicalEmitter()
+    return EventAliaser(inner)._emitter is inner
+
+
+def _assigned_in_init(cls: type, name: str) -> bool:
+    """``self.<name> = ...`` in ``cls.__init__`` (a client attribute, checked without building a client)."""
+    return name in cls.__init__.__code__.co_names
+
+
+def _client_endpoint() -> bool:
+    from botocore.client import BaseClient
+    from botocore.endpoint import Endpoint
+
+    return _assigned_in_init(BaseClient, "_endpoint") and _assigned_in_init(Endpoint, "http_session")
+
+
+def _client_signer() -> bool:
+    from botocore.client import BaseClient
+
+    return _assigned_in_init(BaseClient, "_request_signer")
+
+
+_specimens: dict[str, Any] = {}  # built once per report() run, dropped after it
+
+
+def _specimen_session() -> Any:
+    session = _specimens.get("session")
+    if session is None:
+        from botocore.httpsession import URLLib3Session
+
+        session = _specimens["session"] = URLLib3Session()
+    return session
+
+
+def _session_managers() -> bool:
+    session = _specimen_session()
+    pools = session._manager.pools
+    return (isinstance(session._proxy_managers, dict) and isinstance(pools._container, Mapping)
+            and hasattr(pools.lock, "__enter__"))
+
+
+def _session_socket_options() -> bool:
+    return isinstance(_specimen_session()._socket_options, list)
+
+
+def _session_pool_classes() -> bool:
+    by_scheme = _specimen_session()._pool_classes_by_scheme
+    return isinstance(by_scheme, dict) and {"http", "https"} <= set(by_scheme)
+
+
+def _pool_classes() -> list[type]:
+    from botocore.awsrequest import AWSHTTPConnectionPool, AWSHTTPSConnectionPool
+
+    return [AWSHTTPConnectionPool, AWSHTTPSConnectionPool]
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def _pool_get_conn() -> bool:  # the eviction hook overrides exactly this signature
+    return all(_parameters(cls._get_conn) == ["self", "timeout"] for cls in _pool_classes())
+
+
+def _pool_put_conn() -> bool:
+    return all(_parameters(cls._put_conn) == ["self", "conn"] for cls in _pool_classes())
+
+
+def _pool_connections() -> bool:
+    pool = _pool_classes()[0]("127.0.0.1", 9, maxsize=1)  # no connection is opened before a request
+    conn = pool._new_conn()  # an HTTPConnection object: it connects on first use, not here
+    return hasattr(pool.pool, "queue") and hasattr(conn, "socket_options") and hasattr(conn, "sock")
+
+
+def _signing_clock() -> bool:
+    import botocore.auth
+
+    function = botocore.auth.get_current_datetime
+    return "remove_tzinfo" in _parameters(function) and \
+        "get_current_datetime" in botocore.auth.SigV4Auth.add_auth.__code__.co_names
+
+
+def _specimen_signer() -> tuple[Any, Any, Any]:
+    from botocore.credentials import Credentials
+    from botocore.hooks import HierarchicalEmitter
+    from botocore.model import ServiceId
+    from botocore.signers import RequestSigner
+
+    credentials = Credentials("AKIDCOMPATPROBE", "compat-probe-secret")
+    events = HierarchicalEmitter()  # the signer holds it weakly: returned to keep it alive
+    signer = RequestSigner(ServiceId("Bedrock Runtime"), "us-east-1", "bedrock", "v4", credentials, events)
+    return signer, credentials, events
+
+
+def _signer_credentials() -> bool:
+    signer, credentials, _ = _specimen_signer()
+    return signer._credentials is credentials
+
+
+def _signing_context_region() -> bool:
+    from botocore.awsrequest import AWSRequest
+
+    signer, _, events = _specimen_signer()
+    request = AWSRequest(method="POST", url="https://bedrock-runtime.us-west-2.amazonaws.com/model/x/converse",
+                         data=b"{}")
+    request.context["signing"] = {"region": "us-west-2", "signing_name": "bedrock"}
+    signer.sign("Converse", request)
+    del events
+    return "/us-west-2/bedrock/aws4_request" in str(request.headers.get("Authorization", ""))
+
+
+def _refreshable_credentials() -> bool:
+    import datetime
+
+    from botocore.credentials import RefreshableCredentials
+
+    def refresh() -> dict[str, str]:
+        return {}
+
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    credentials = RefreshableCredentials("AKIDCOMPATPROBE", "compat-probe-secret", None, expiry, refresh, "probe")
+    return credentials._refresh_using is refresh and "is_mandatory" in _parameters(credentials._protected_refresh)
+
+
+def _event_stream() -> bool:
+    from botocore.eventstream import EventStream
+
+    raw = object()
+    stream = EventStream(raw, None, None, "ConverseStream")  # the reader is a generator: nothing is read
+    return (stream._raw_stream is raw and stream._operation_name == "ConverseStream"
+            and hasattr(stream, "_output_shape") and hasattr(stream, "_parser")
+            and inspect.isgenerator(stream._event_generator) and callable(stream._parse_event))
+
+
+def _retry_quota() -> bool:
+    from botocore.retries import quota, standard
+
+    checker = standard.RetryQuotaChecker(quota.RetryQuota())
+    handler = standard.RetryHandler(None, None, checker)
+    inner = checker._quota
+    return (handler._retry_quota is checker and callable(inner.acquire) and callable(inner.release)
+            and isinstance(inner.available_capacity, int))
+
+
+def _boto3_sessions() -> bool:
+    import boto3
+    import boto3.session
+
+    return callable(boto3._get_default_session) and _assigned_in_init(boto3.session.Session, "_session")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One private internal, the features that need it, and the probe that tries it."""
+
+    internal: str
+    features: tuple[str, ...]
+    probe: Callable[[], bool]
+
+
+#: Every private botocore/boto3/urllib3 internal the library relies on. A new use of one adds a line.
+CHECKS: tuple[Check, ...] = (
+    Check("botocore.hooks.EventAliaser._emitter", (RETRY_SLOT,), _aliaser_emitter),
+    Check("botocore.hooks.HierarchicalEmitter._unique_id_handlers", (RETRY_SLOT,), _emitter_slot),
+    Check("botocore.client.BaseClient._endpoint.http_session", (CONNECTIONS,), _client_endpoint),
+    Check("URLLib3Session._manager / _proxy_managers / PoolManager.pools._container, .lock", (CONNECTIONS,),
+          _session_managers),
+    Check("URLLib3Session._socket_options", (CONNECTIONS,), _session_socket_options),
+    Check("URLLib3Session._pool_classes_by_scheme", (CONNECTIONS,), _session_pool_classes),
+    Check("AWSHTTP(S)ConnectionPool._get_conn(self, timeout)", (CONNECTIONS,), _pool_get_conn),
+    Check("AWSHTTP(S)ConnectionPool._put_conn(self, conn)", (CONNECTIONS,), _pool_put_conn),
+    Check("HTTPConnectionPool.pool.queue / HTTPConnection.socket_options, .sock", (CONNECTIONS,), _pool_connections),
+    Check("botocore.auth.get_current_datetime (read by SigV4Auth.add_auth)", (CLOCK_SKEW,), _signing_clock),
+    Check("botocore.client.BaseClient._request_signer", (REFRESH_CREDENTIALS, CREDENTIAL_SOURCE), _client_signer),
+    Check("botocore.signers.RequestSigner._credentials", (REFRESH_CREDENTIALS, CREDENTIAL_SOURCE), _signer_credentials),
+    Check("RefreshableCredentials._protected_refresh(is_mandatory) / _refresh_using", (REFRESH_CREDENTIALS,),
+          _refreshable_credentials),
+    Check("botocore.eventstream.EventStream._raw_stream / _event_generator / _parse_event / _parser / "
+          "_output_shape / _operation_name", (STREAMS,), _event_stream),
+    Check("RequestSigner.sign honours request.context['signing']['region']", (REGION_FAILOVER,),
+          _signing_context_region),
+    Check("botocore.retries.standard.RetryHandler._retry_quota / RetryQuotaChecker._quota", (RETRY_QUOTA,),
+          _retry_quota),
+    Check("boto3._get_default_session / boto3.Session._session", (SESSIONS,), _boto3_sessions),
+)
+
+
+# -- the once-per-process status ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the doctor table."""
+
+    internal: str
+    features: tuple[str, ...]
+    ok: bool
+    problem: str  #: why the probe failed ("" when ok): the exception type and message, never a value
+
+
+_rows: tuple[Row, ...] | None = None
+_missing: dict[str, str] = {}  # feature -> the first internal it lacks (filled with _rows)
+_warned: dict[str, object] = {}
+
+
+def _run(check: Check) -> Row:
+    try:
+        ok = bool(check.probe())
+        problem = "" if ok else "present but not shaped as expected"
+    except Exception as exc:  # a probe failure means "missing", never an error of the host
+        ok, problem = False, f"{type(exc).__name__}: {exc}"[:200]
+    return Row(check.internal, check.features, ok, problem)
+
+
+def report() -> tuple[Row, ...]:
+    """The table: every internal, the features that need it, and whether this process has it (cached).
+
+    No lock: the probes are idempotent and a race only computes the same table twice (fork-safe too)."""
+    global _rows
+    rows = _rows
+    if rows is None:
+        try:
+            rows = tuple(_run(check) for check in CHECKS)
+        finally:
+            _specimens.clear()
+        missing: dict[str, str] = {}
+        for row in rows:
+            for name in row.features:
+                if not row.ok:
+                    missing.setdefault(name, row.internal)
+        _missing.clear()
+        _missing.update(missing)
+        _rows = rows
+    return rows
+
+
+def missing(feature: str) -> str | None:
+    """The first internal ``feature`` needs that this process lacks, or None."""
+    report()
+    return _missing.get(feature)
+
+
+def _warn_once(feature: str, internal: str) -> None:
+    token = object()
+    if _warned.setdefault(feature, token) is not token:  # atomic: exactly one caller wins, no lock to fork
+        return
+    logger.warning("bedrock-hooks: %s is off: this botocore/urllib3 has no usable %s (%s); the rest of "
+                   "bedrock-hooks stays on. `bedrock-hooks doctor` shows the compatibility table.",
+                   FEATURES[feature].does, internal, _versions())
+
+
+def available(feature: str) -> bool:
+    """Whether ``feature`` can run here; the first False per feature logs one warning."""
+    internal = missing(feature)
+    if internal is None:
+        return True
+    _warn_once(feature, internal)
+    return False
+
+
+def restrict(settings: Any) -> Any:
+    """``settings`` with every unavailable feature's settings turned off (the same object when none is).
+
+    Warns once per feature, and only for a feature the settings had on: a feature the user switched
+    off needs no warning that it cannot run."""
+    report()
+    if not _missing:
+        return settings
+    changes: dict[str, Any] = {}
+    for name in _missing:
+        off = FEATURES[name].off
+        if off and any(getattr(settings, key, value) != value for key, value in off.items()):
+            _warn_once(name, _missing[name])
+            changes.update(off)
+    if not changes:
+        return settings
+    sources = {**getattr(settings, "sources", {}), **{key: "compat" for key in changes}}
+    return settings.replace(**changes, sources=sources)
+
+
+def _versions() -> str:
+    found = []
+    for module in ("botocore", "urllib3"):
+        try:
+            found.append(f"{module} {__import__(module).__version__}")
+        except Exception:
+            found.append(f"{module} ?")
+    return ", ".join(found)
+
+
+def reset() -> None:
+    """Forget the table and the warnings (tests that remove an internal, then probe again)."""
+    global _rows
+    _rows = None
+    _missing.clear()
+    _warned.clear()
