@@ -37,7 +37,7 @@ from . import ENTRIES, OPTIONS, Decision, Entry, ErrorFacts, __version__, autolo
 from .config import LAUNCHER_VARIABLES  # noqa: E402  (documented with the other variables)
 
 #: Minimum versions: pyproject's floor. Bedrock's Converse API is checked in the model itself.
-MIN_VERSIONS = {"botocore": (1, 34, 0), "boto3": (1, 34, 0), "wrapt": (1, 14, 0)}
+MIN_VERSIONS = {"botocore": (1, 34, 116), "boto3": (1, 34, 116), "wrapt": (1, 14, 0)}  # = pyproject.toml
 #: NAT gateways, interface VPC endpoints and NLBs drop TCP flows idle this long, silently (seed).
 NAT_IDLE_TIMEOUT = 350
 #: SigV4 rejects requests signed this far from AWS time (RequestExpired / signature expired).
