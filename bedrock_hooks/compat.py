@@ -35,6 +35,7 @@ CONNECTIONS = "connections"
 CLOCK_SKEW = "clock-skew"
 REFRESH_CREDENTIALS = "refresh-credentials"
 CREDENTIAL_SOURCE = "credential-source"
+QUOTA_SCOPE = "quota-scope"
 STREAMS = "streams"
 REGION_FAILOVER = "region-failover"
 RETRY_QUOTA = "retry-quota"
@@ -58,6 +59,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature(CLOCK_SKEW, "clock-skew correction of the SigV4 signing time", {"fix_clock_skew": False}),
     Feature(REFRESH_CREDENTIALS, "forced refresh of expired refreshable credentials", {"refresh_credentials": False}),
     Feature(CREDENTIAL_SOURCE, "the credential source in hints"),
+    Feature(QUOTA_SCOPE, "telling AWS accounts apart in state shared between clients (each client then keeps "
+                         "its own rate-limiter bucket and circuits)"),
     Feature(STREAMS, "hints and transparent re-issue for event streams"),
     Feature(REGION_FAILOVER, "Region failover", {"fallback_regions": ()}),
     Feature(RETRY_QUOTA, "charging botocore's standard-mode retry quota for the library's retries"),
@@ -193,6 +196,18 @@ def _signing_context_region() -> bool:
     return "/us-west-2/bedrock/aws4_request" in str(request.headers.get("Authorization", ""))
 
 
+def _credential_fields() -> bool:
+    """The fields quota_scope reads without triggering a refresh: ``access_key`` or ``_access_key``."""
+    import datetime
+
+    from botocore.credentials import Credentials, RefreshableCredentials
+
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    refreshable = RefreshableCredentials("AKIDCOMPATPROBE", "s", None, expiry, dict, "probe")
+    return all("AKIDCOMPATPROBE" in (vars(c).get("_access_key"), vars(c).get("access_key"))
+               for c in (Credentials("AKIDCOMPATPROBE", "s"), refreshable))
+
+
 def _refreshable_credentials() -> bool:
     import datetime
 
@@ -255,8 +270,12 @@ CHECKS: tuple[Check, ...] = (
     Check("AWSHTTP(S)ConnectionPool._put_conn(self, conn)", (CONNECTIONS,), _pool_put_conn),
     Check("HTTPConnectionPool.pool.queue / HTTPConnection.socket_options, .sock", (CONNECTIONS,), _pool_connections),
     Check("botocore.auth.get_current_datetime (read by SigV4Auth.add_auth)", (CLOCK_SKEW,), _signing_clock),
-    Check("botocore.client.BaseClient._request_signer", (REFRESH_CREDENTIALS, CREDENTIAL_SOURCE), _client_signer),
-    Check("botocore.signers.RequestSigner._credentials", (REFRESH_CREDENTIALS, CREDENTIAL_SOURCE), _signer_credentials),
+    Check("botocore.client.BaseClient._request_signer", (REFRESH_CREDENTIALS, CREDENTIAL_SOURCE, QUOTA_SCOPE),
+          _client_signer),
+    Check("botocore.signers.RequestSigner._credentials", (REFRESH_CREDENTIALS, CREDENTIAL_SOURCE, QUOTA_SCOPE),
+          _signer_credentials),
+    Check("Credentials.access_key / RefreshableCredentials._access_key (read without a refresh)", (QUOTA_SCOPE,),
+          _credential_fields),
     Check("RefreshableCredentials._protected_refresh(is_mandatory) / _refresh_using", (REFRESH_CREDENTIALS,),
           _refreshable_credentials),
     Check("botocore.eventstream.EventStream._raw_stream / _event_generator / _parse_event / _parser / "

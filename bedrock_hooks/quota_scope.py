@@ -22,6 +22,8 @@ import weakref
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from . import compat
+
 _SALT = os.urandom(16)  #: per process: a hash seen in a dump says nothing about the key outside it
 _MODEL_IN_PATH = re.compile(r"^(/model/)([^/]+)(/.*)$")
 _SIGNING_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/")
@@ -74,6 +76,8 @@ def signing_region(headers: Any, default: str) -> str:
 
 def account_of(signer: Any) -> str:
     """The hashed identity a client signs with: credentials, plus the bearer token when there is one."""
+    if not compat.available(compat.QUOTA_SCOPE):  # accounts cannot be told apart: share nothing between clients
+        return f"signer-{id(signer):x}"
     account = _credentials_account(getattr(signer, "_credentials", None))
     auth_token = getattr(signer, "_auth_token", None)
     if auth_token is None:

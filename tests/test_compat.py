@@ -25,7 +25,7 @@ import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
 import bedrock_hooks
-from bedrock_hooks import compat, keepalive, retry
+from bedrock_hooks import compat, keepalive, quota_scope, retry
 from bedrock_hooks.testing import BedrockServer, EventFrame, Reply, sigv4_scope
 from conftest import CREDS, converse, make_client, new_session
 
@@ -298,7 +298,8 @@ def test_without_refresh_internals_expired_credentials_fail_as_with_botocore(ser
     assert outcome(server, hooked, [Reply.service_unavailable()], converse)[0] == ("ok", 1)  # retries stay on
 
 
-def test_without_signer_credentials_refresh_and_credential_source_are_off(server, fake_time, caplog, monkeypatch):
+def test_without_signer_credentials_refresh_credential_source_and_account_scopes_are_off(server, fake_time, caplog,
+                                                                                        monkeypatch):
     import botocore.args
     import botocore.signers
 
@@ -311,7 +312,12 @@ def test_without_signer_credentials_refresh_and_credential_source_are_off(server
         converse(hooked)
     info = raised.value.response["BedrockHooks"]
     assert info["entry"] == "ExpiredToken" and "credential_source" not in info.get("details", {})
-    assert_one_warning(caplog, "RequestSigner._credentials", "refresh of expired")
+    # Accounts cannot be told apart: two clients of the same keys share no rate-limiter bucket or circuit.
+    other = make_client(new_session(), server)
+    assert quota_scope.account_of(hooked._request_signer) != quota_scope.account_of(other._request_signer)
+    warnings = [w for w in compat_warnings(caplog) if "RequestSigner._credentials" in w]
+    assert len(warnings) == 2 and len(compat_warnings(caplog)) == 2 + len(_lacking_here()), compat_warnings(caplog)
+    assert any("refresh of expired" in w for w in warnings) and any("telling AWS accounts apart" in w for w in warnings)
 
 
 def test_without_event_stream_internals_streams_are_plain_botocore(server, fake_time, caplog, monkeypatch):
