@@ -51,6 +51,22 @@ PTH_LINE = (
     f"and exec({_LOADER!r}, {{}})"
 )
 
+#: What a bootstrap module's ``status`` means. ``sys.modules["_bedrock_hooks_bootstrap"]`` is the copy
+#: that counts; a second copy (the launcher's ``sitecustomize`` after the always-on ``.pth``, which
+#: site.py runs first, or the reverse) finds it and stays ``passive``. Documented in docs/zero-code.md
+#: and ``bedrock-hooks --help``; a test checks that the bootstrap sets no value missing here.
+BOOTSTRAP_STATUSES = {
+    "waiting-for-botocore": "active: installs when the application first imports botocore",
+    "installed": "install_global() ran: every botocore session is covered",
+    "disabled": "BEDROCK_HOOKS_ENABLED is off: nothing imported or patched",
+    "inactive": "nothing to harden (botocore and wrapt not importable)",
+    "failed": "activation failed (see .error); the app runs as if bedrock-hooks were absent",
+    "passive": "another copy was active first (e.g. .pth plus launcher): this one did nothing",
+}
+
+STATUS_HELP = ("bootstrap status, sys.modules['_bedrock_hooks_bootstrap'].status in the application:\n"
+               + "\n".join(f"  {name:<21} {meaning}" for name, meaning in BOOTSTRAP_STATUSES.items()))
+
 HEADER = (
     "# bedrock-hooks always-on mode (written by `bedrock-hooks enable-pth`; remove with\n"
     f"# `bedrock-hooks disable-pth`). Does nothing unless {ENV_VAR}=1 is set. See docs/zero-code.md.\n"

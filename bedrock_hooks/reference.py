@@ -1,11 +1,14 @@
 """Reference tables generated from the data (options and catalog), for the README and the CLI.
 
 The README embeds these tables verbatim and a test compares them, so documentation cannot drift
-from what the library actually does.
+from what the library actually does. ``bedrock-hooks catalog`` prints the same tables (and the
+catalog as JSON), and ``bedrock-hooks explain`` says how an entry is recognised in the words of
+:func:`recognised_by`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .catalog import ENTRIES, Decision, Entry
@@ -28,7 +31,8 @@ def env_table() -> str:
     return "\n".join(rows)
 
 
-def _recognised_by(entry: Entry) -> str:
+def recognised_by(entry: Entry) -> str:
+    """How the catalog recognises ``entry``: message pattern, codes, statuses, exception classes."""
     parts = []
     if entry.message is not None:
         first = entry.message.pattern.split("|")[0].replace("\\", "")
@@ -53,6 +57,31 @@ def _decision(entry: Entry) -> str:
 def catalog_table() -> str:
     """Markdown table of every catalog entry: how it is recognised and what the library decides."""
     rows = ["| Entry | HTTP | Recognised by | Decision | Source |", "|---|---|---|---|---|"]
-    rows += [f"| `{e.name}` | {e.status or '-'} | {_recognised_by(e)} | **{_decision(e)}** | {e.source} |"
+    rows += [f"| `{e.name}` | {e.status or '-'} | {recognised_by(e)} | **{_decision(e)}** | {e.source} |"
              for e in ENTRIES]
     return "\n".join(rows)
+
+
+def catalog_text(width: int = 90) -> str:
+    """One line per entry (name, HTTP status, decision, cause cut to ``width``): for a terminal."""
+    rows = [("ENTRY", "HTTP", "DECISION", "CAUSE")]
+    rows += [(e.name, str(e.status or "-"), e.decision.value, e.cause) for e in ENTRIES]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    out = []
+    for *cells, cause in rows:
+        cause = cause if len(cause) <= width else cause[:width - 3] + "..."
+        out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)) + "  " + cause)
+    return "\n".join(out)
+
+
+def catalog_json() -> str:
+    """Every entry with everything that recognises it, as JSON (for programs)."""
+    rows = [{"name": e.name, "status": e.status, "decision": e.decision.value, "cause": e.cause,
+             "solution": list(e.solution), "codes": sorted(e.codes), "statuses": sorted(e.statuses),
+             "message": e.message.pattern if e.message is not None else None,
+             "exceptions": sorted(e.exceptions), "source": e.source} for e in ENTRIES]
+    return json.dumps(rows, indent=2)
+
+
+#: ``bedrock-hooks catalog --format FORMAT``.
+CATALOG_FORMATS = {"text": catalog_text, "markdown": catalog_table, "json": catalog_json}

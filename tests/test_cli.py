@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from bedrock_hooks import ENTRIES, autoload
-from bedrock_hooks.cli import explain_lookup, main, measure_clock_offset, probe_socket_keepalive
+from bedrock_hooks.cli import main
+from bedrock_hooks.doctor import measure_clock_offset, probe_socket_keepalive
+from bedrock_hooks.explain import explain_lookup
 from bedrock_hooks.testing import BedrockServer
 
 REPO = Path(__file__).resolve().parents[1]
