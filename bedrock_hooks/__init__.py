@@ -8,8 +8,6 @@ The public names are imported on first use (PEP 562): ``python -m bedrock_hooks 
 botocore and the handlers just to ``exec`` a command.
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 
 #: Public name -> the submodule that defines it.

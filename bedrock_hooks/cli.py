@@ -11,8 +11,6 @@
 command it launches, the others are interactive.
 """
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False
@@ -21,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: "Sequence[str] | None" = None) -> int:
     """Entry point of ``bedrock-hooks`` and ``python -m bedrock_hooks``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["run"]:
@@ -40,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def run_main(argv: Sequence[str] | None = None) -> int:
+def run_main(argv: "Sequence[str] | None" = None) -> int:
     """Entry point of ``bedrock-hooks-run``: ``bedrock-hooks-run [--propagate] [--] command ...``."""
     from .launcher import main as launch
 
@@ -49,7 +47,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 # -- the interactive subcommands -----------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> "argparse.ArgumentParser":
     import argparse
     from pathlib import Path
 
@@ -121,7 +119,7 @@ def _dispatch(argv: list[str]) -> int:
     return _COMMANDS[args.subcommand](args)
 
 
-def _doctor(args: argparse.Namespace) -> int:
+def _doctor(args: "argparse.Namespace") -> int:
     from dataclasses import asdict
 
     from .doctor import doctor, render_checks
@@ -136,7 +134,7 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
-def _explain(args: argparse.Namespace) -> int:
+def _explain(args: "argparse.Namespace") -> int:
     from .explain import default_region, explain_lookup, render_explanation
 
     text = " ".join(args.error)
@@ -150,14 +148,14 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catalog(args: argparse.Namespace) -> int:
+def _catalog(args: "argparse.Namespace") -> int:
     from .reference import CATALOG_FORMATS
 
     print(CATALOG_FORMATS[args.format]())
     return 0
 
 
-def _pth(args: argparse.Namespace) -> int:
+def _pth(args: "argparse.Namespace") -> int:
     from . import autoload
 
     try:
@@ -173,13 +171,13 @@ def _pth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: "argparse.Namespace") -> int:
     from .launcher import main as launch
 
     return launch(args.command, prog="bedrock-hooks run")
 
 
-def _bootstrap_path(args: argparse.Namespace) -> int:
+def _bootstrap_path(args: "argparse.Namespace") -> int:
     from .launcher import bootstrap_dir
 
     print(bootstrap_dir())

@@ -4,14 +4,13 @@ The launcher is a process that exists for a few milliseconds before it ``exec``\
 so all it may cost is its own interpreter start. It therefore imports only ``os`` and ``sys``
 (both loaded before any user code runs) and parses its three options by hand: ``argparse``,
 ``pathlib`` and the rest of the package (botocore included) would add more than the interpreter
-start itself. A test asserts what this module imports (``tests/test_launcher_imports.py``);
-``bench/startup.py`` measures what a user pays.
+start itself. Not even ``from __future__ import annotations``: that is a real import too.
+``tests/test_launcher_imports.py`` asserts what the launcher imports; ``bench/startup.py``
+measures what a user pays.
 
 Used by ``bedrock-hooks run``, ``bedrock-hooks-run`` and ``python -m bedrock_hooks run``, which
 all reach :func:`main` without importing anything else.
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -46,7 +45,7 @@ def _same_directory(entry: str, directory: str) -> bool:
     return os.path.normcase(os.path.realpath(entry)) == os.path.normcase(directory)
 
 
-def launch_environment(environ: Mapping[str, str], *, propagate: bool = False) -> dict[str, str]:
+def launch_environment(environ: "Mapping[str, str]", *, propagate: bool = False) -> dict[str, str]:
     """The environment for the launched command: the bootstrap first on ``PYTHONPATH``, once.
 
     An entry already naming the bootstrap (nested launchers, ``--propagate``) is dropped before the

@@ -4,7 +4,7 @@ Run:  python examples/hooks_off_vs_on.py
 
 Nothing leaves this machine: the server is bedrock_hooks.testing.BedrockServer on 127.0.0.1, and the
 credentials are fake. Each scenario scripts what "Bedrock" answers; the table shows how many
-requests each client sent, how the call ended, and the last line of the error message.
+requests each client sent, how the call ended, and the whole error message (wrapped, never cut).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import textwrap
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -21,8 +22,6 @@ from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
 import bedrock_hooks  # noqa: E402
 from bedrock_hooks.testing import BedrockServer, Reply  # noqa: E402
-
-
 
 AHEAD = datetime.timedelta(minutes=10)
 
@@ -66,7 +65,13 @@ def run(session: boto3.Session, server: BedrockServer, replies) -> tuple[int, st
                         messages=[{"role": "user", "content": [{"text": "hello"}]}])
         return len(server.requests), "ok", ""
     except (ClientError, BotoCoreError) as exc:
-        return len(server.requests), type(exc).__name__, str(exc).splitlines()[-1][:110]
+        return len(server.requests), type(exc).__name__, str(exc)
+
+
+def wrapped(message: str, indent: str = " " * 6, width: int = 100) -> list[str]:
+    """Every line of an error message, wrapped to ``width``: the hint line is the point, so none is cut."""
+    return [part for line in message.splitlines()
+            for part in textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent + "  ")]
 
 
 def main() -> None:
@@ -80,8 +85,8 @@ def main() -> None:
             hooked = run(hooked_session, server, replies)
             bedrock_hooks.uninstall(hooked_session)
             print(f"\n== {name}")
-            print(f"   plain boto3   : {plain[0]} request(s), {plain[1]}  {plain[2]}")
-            print(f"   bedrock-hooks : {hooked[0]} request(s), {hooked[1]}  {hooked[2]}")
+            for label, (requests, outcome, message) in (("plain boto3  ", plain), ("bedrock-hooks", hooked)):
+                print(f"   {label}: {requests} request(s), {outcome}", *wrapped(message), sep="\n")
 
 
 if __name__ == "__main__":

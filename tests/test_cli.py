@@ -201,3 +201,65 @@ def test_run_errors() -> None:
 def test_run_passes_exit_status_and_arguments(tmp_path: Path) -> None:
     proc = cli("run", "--", sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(3)", "-v", "--x")
     assert proc.returncode == 3 and proc.stdout.strip() == "['-v', '--x']"
+
+
+# -- help texts and the bootstrap's statuses ------------------------------------------------------
+
+def _literals(node) -> set[str]:
+    """The strings an expression can yield: a literal, or either side of `"a" if x else "b"`."""
+    import ast
+
+    if isinstance(node, ast.IfExp):
+        return _literals(node.body) | _literals(node.orelse)
+    return {node.value} if isinstance(node, ast.Constant) and isinstance(node.value, str) else set()
+
+
+def _bootstrap_statuses() -> set[str]:
+    """Every value the bootstrap assigns to its ``status`` (read from its source, as it never imports)."""
+    import ast
+
+    tree = ast.parse((REPO / "bedrock_hooks" / "bootstrap" / "sitecustomize.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                names = target.elts if isinstance(target, ast.Tuple) else [target]
+                values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                for name, value in zip(names, values):
+                    if isinstance(name, ast.Name) and name.id == "status":
+                        found.update(_literals(value))
+    return found
+
+
+def test_every_bootstrap_status_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: the `passive` status was documented nowhere (docs/zero-code.md, CLI help)."""
+    statuses = _bootstrap_statuses()
+    assert "passive" in statuses and statuses == set(autoload.BOOTSTRAP_STATUSES)
+    docs = (REPO / "docs" / "zero-code.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top_help = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["enable-pth", "--help"])
+    pth_help = capsys.readouterr().out
+    for status in statuses:
+        assert f"`{status}`" in docs, status
+        assert status in top_help and status in pth_help, status
+
+
+def test_enable_and_disable_pth_have_their_own_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: disable-pth's help text was a copy of enable-pth's."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+               if line.strip().startswith(("enable-pth", "disable-pth"))}
+    assert "write" in listing["enable-pth"] and "remove" in listing["disable-pth"]
+    helps = {}
+    for command in ("enable-pth", "disable-pth"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+    assert "Remove" in helps["disable-pth"] and "every site directory" in helps["disable-pth"]
+    assert "Write" in helps["enable-pth"] and autoload.ENV_VAR in helps["enable-pth"]
+    dir_help = {c: next(line for line in h.splitlines() if "--dir" in line and "DIR " in line) for c, h in helps.items()}
+    assert dir_help["enable-pth"] != dir_help["disable-pth"]

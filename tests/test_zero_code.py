@@ -320,3 +320,6 @@ def test_startup_bench_smoke() -> None:
     for key in ("plain_ms", "bootstrap_ms", "ratio", "delta_ms"):
         assert results["startup_pass"][key] > 0 or key == "delta_ms"
     assert results["in_process"]["import_ms"] > 0 and results["in_process"]["install_ms"] > 0
+    for way in ("console_script", "run_script", "python_m"):  # the launcher, started the three ways users do
+        launched = results["launcher"][way]
+        assert launched["runs"] == 3 and launched["a_wall_ms"] > 0 and launched["a_cpu_ms"] > 0

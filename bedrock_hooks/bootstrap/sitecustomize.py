@@ -27,8 +27,6 @@ This module is imported by interpreters the launcher did not choose, so it must 
 every supported Python and depend on nothing but the standard library at import time.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -109,6 +107,18 @@ def _forget_self() -> None:
         del os.environ["PYTHONPATH"]
 
 
+def _path_finder():
+    """The import system's own PathFinder: it sits on ``sys.meta_path`` already, while importing
+    ``importlib.machinery`` for it would load the ``importlib`` package and ``warnings`` into every
+    process the launcher starts."""
+    for finder in sys.meta_path:
+        if getattr(finder, "__name__", None) == "PathFinder" and hasattr(finder, "find_spec"):
+            return finder
+    import importlib.machinery
+
+    return importlib.machinery.PathFinder
+
+
 def _chain() -> None:
     """Run the ``sitecustomize`` that the application would have had (ddtrace does this too).
 
@@ -116,9 +126,7 @@ def _chain() -> None:
     executed under the name ``sitecustomize`` and left in ``sys.modules`` under that name. An error
     in it is reported the way site.py reports one, and does not stop the application.
     """
-    import importlib.machinery
-
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", list(sys.path))
+    spec = _path_finder().find_spec("sitecustomize", list(sys.path))
     if spec is None or spec.loader is None or (spec.origin and _is_here(os.path.dirname(spec.origin))):
         return
     import importlib.util
