@@ -14,9 +14,9 @@ is off:
   and ``bedrock_hooks`` are still imported only when the application imports botocore;
 * any failure prints one line to stderr and the interpreter continues.
 
-Deliberately, this module is *not* what the ``.pth`` line imports: importing anything inside the
-package runs ``bedrock_hooks/__init__.py`` (~50 ms of imports) in every interpreter. This module
-only writes, removes and inspects the file (for the CLI and ``doctor``).
+Deliberately, this module is *not* what the ``.pth`` line imports: it imports ``site``, ``sysconfig``
+and ``pathlib``, which every interpreter of the environment would then pay for. This module only
+writes, removes and inspects the file (for the CLI and ``doctor``).
 """
 
 from __future__ import annotations

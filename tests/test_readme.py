@@ -30,3 +30,16 @@ def test_linked_files_exist():
     for link in re.findall(r"\]\(([^)#]+)\)", README):
         if not link.startswith("http"):
             assert (ROOT / link).exists(), link
+
+
+def test_quick_start_shows_the_install_command():
+    """Regression: the README never showed `pip install bedrock-hooks`."""
+    quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "```bash\npip install bedrock-hooks\n```" in quick_start
+
+
+def test_zero_code_section_quotes_startup_as_users_run_it():
+    """Startup figures are for the launcher as users start it, measured by bench/startup.py in a fresh venv."""
+    zero_code = README.split("## Zero-code", 1)[1].split("\n## ", 1)[0]
+    assert "bedrock-hooks run -- python -c pass" in zero_code
+    assert "bench/startup.py --make-venv" in zero_code
