@@ -5,7 +5,8 @@ warm-up so drift hits both sides alike; per pair the difference and the ratio, t
 
 * **the launcher**: the installed console scripts ``bedrock-hooks run -- python -c pass`` and
   ``bedrock-hooks-run python -c pass``, and ``python -m bedrock_hooks run -- python -c pass``,
-  each against ``python -c pass`` (the launcher's own interpreter start, then the ``exec``);
+  each against ``python -c pass`` (the launcher's own interpreter start, then the ``exec``), and
+  ``python -c "import re, sys"``, what pip's console-script wrapper imports before the library runs;
 * **the bootstrap**: ``python -c pass`` with and without the bootstrap directory on
   ``PYTHONPATH``, what every Python process under the launcher pays, and ``python -c "import
   boto3"`` likewise, the deferred cost paid once when the application first imports botocore;
@@ -117,7 +118,10 @@ def launcher(interp: Interpreter, runs: int) -> dict[str, dict]:
     ways = {"console_script": [interp.script("bedrock-hooks"), "run", "--", *command],
             "run_script": [interp.script("bedrock-hooks-run"), *command],
             "python_m": [interp.python, "-m", "bedrock_hooks", "run", "--", *command]}
-    return {name: pair((cmd, clean_env()), direct, runs) for name, cmd in ways.items()}
+    results = {name: pair((cmd, clean_env()), direct, runs) for name, cmd in ways.items()}
+    # what pip's console-script wrapper imports before it calls the entry point: outside the library's reach
+    results["wrapper_imports"] = pair(([interp.python, "-c", "import re, sys"], clean_env()), direct, runs)
+    return results
 
 
 def compare(code: str, runs: int, interp: Interpreter | None = None) -> dict[str, float]:
@@ -173,6 +177,7 @@ def render(r: dict) -> str:
              row("bedrock-hooks run -- python -c pass", la["console_script"]),
              row("bedrock-hooks-run python -c pass", la["run_script"]),
              row("python -m bedrock_hooks run -- python -c pass", la["python_m"]),
+             row("python -c 'import re, sys' (pip's wrapper)", la["wrapper_imports"]),
              row("python -c pass, bootstrap on PYTHONPATH", r["startup_pass"])]
     if "first_boto3_import" in r:
         lines.append(row("python -c 'import boto3', bootstrap", r["first_boto3_import"]))
