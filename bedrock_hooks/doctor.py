@@ -2,8 +2,7 @@
 
 Each section of the report is one function from a :class:`Context` to a list of :class:`Check`
 rows, listed in :data:`SECTIONS`; :func:`doctor` runs them in order and :func:`render_checks`
-prints them grouped by section. A new section (the compatibility table of private botocore and
-urllib3 internals, for one) is one function added to :data:`SECTIONS`.
+prints them grouped by section. A new section is one function added to :data:`SECTIONS`.
 
 Nothing here changes the process it runs in, and nothing prints a secret: credentials are
 reported by the provider's *method* only.
@@ -387,13 +386,28 @@ def check_clock(context: Context) -> list[Check]:
     return [Check("clock", "offset", status, detail)]
 
 
+def check_compatibility(context: Context) -> list[Check]:
+    """The private botocore/urllib3 internals the library relies on: present, or which feature is off."""
+    from . import compat
+
+    checks = []
+    for row in compat.report():
+        features = ", ".join(row.features)
+        if row.ok:
+            checks.append(Check("compatibility", row.internal, "ok", f"present (used by {features})"))
+        else:
+            off = "; ".join(compat.FEATURES[name].does for name in row.features if name in compat.FEATURES)
+            checks.append(Check("compatibility", row.internal, "warn",
+                                f"missing ({row.problem}): off here: {off or features}"))
+    return checks
+
+
 Section = Callable[[Context], list[Check]]
 
 #: The report, in order. Each function returns the rows of one section (its ``Check.section``).
-#: The compatibility table (``bedrock_hooks.compat``: which private botocore/urllib3 internals this
-#: installation has, and which feature is off without them) belongs after ``check_versions``.
 SECTIONS: tuple[Section, ...] = (
     check_versions,
+    check_compatibility,
     check_keepalive,
     check_configuration,
     check_zero_code,
