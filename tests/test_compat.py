@@ -9,6 +9,7 @@ plain client of an un-hooked session, call for call.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import re
@@ -29,7 +30,7 @@ from bedrock_hooks import compat, keepalive, quota_scope, retry
 from bedrock_hooks.testing import BedrockServer, EventFrame, Reply, sigv4_scope
 from conftest import CREDS, converse, make_client, new_session
 
-installation = sys.modules["bedrock_hooks.installation"]
+installation = importlib.import_module("bedrock_hooks.installation")  # the package imports it lazily
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 DAILY_QUOTA = Reply.throttling("Too many tokens per day, please wait before trying again.")  # library: fail at once

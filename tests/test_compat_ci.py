@@ -62,14 +62,14 @@ def test_the_matrix_covers_newest_oldest_urllib3_1_26_and_the_optional_groups():
 
 
 def test_doctor_names_the_same_floors_as_pyproject():
-    from bedrock_hooks import cli
+    from bedrock_hooks import doctor
 
     def version(text: str) -> tuple[int, ...]:
         parts = tuple(int(p) for p in text.split("."))
         return parts + (0,) * (3 - len(parts))
 
     claimed = dict(r.split("==") for r in floors.floors(floors.dependencies(PYPROJECT)))
-    assert cli.MIN_VERSIONS == {name: version(floor) for name, floor in claimed.items()}
+    assert doctor.MIN_VERSIONS == {name: version(floor) for name, floor in claimed.items()}
 
 
 # -- BEDROCK_HOOKS_TEST_REQUIRE ----------------------------------------------------------------------------
