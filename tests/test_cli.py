@@ -263,3 +263,14 @@ def test_enable_and_disable_pth_have_their_own_help(capsys: pytest.CaptureFixtur
     assert "Write" in helps["enable-pth"] and autoload.ENV_VAR in helps["enable-pth"]
     dir_help = {c: next(line for line in h.splitlines() if "--dir" in line and "DIR " in line) for c, h in helps.items()}
     assert dir_help["enable-pth"] != dir_help["disable-pth"]
+
+
+def test_run_options_are_parsed_without_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    assert "usage: bedrock-hooks run [-h] [--propagate] [--] COMMAND" in capsys.readouterr().out
+    assert main(["run", "--bogus", "python"]) == 2
+    assert "unrecognized option '--bogus'" in capsys.readouterr().err
+    proc = cli("run", sys.executable, "-c", "import os; print(os.environ.get('BEDROCK_HOOKS_PROPAGATE'))")
+    assert proc.returncode == 0 and proc.stdout.strip() == "None"  # the command's own options are its own
+    proc = cli("run", "--propagate", sys.executable, "-c", "import os; print(os.environ['BEDROCK_HOOKS_PROPAGATE'])")
+    assert proc.returncode == 0 and proc.stdout.strip() == "1"
