@@ -394,21 +394,21 @@ def _stream_steps(found: Explanation, settings: Settings, steps: list[str]) -> b
 
 
 def _final_steps(found: Explanation, settings: Settings, attempts: int | None, steps: list[str]) -> float | None:
-    """The error the application finally sees, and the retry_after it carries."""
-    classification = found.classification
-    retry_after = classification.retry_after if found.entry.decision is not Decision.FAIL else None
+    """The error the application finally gets, and the retry_after it carries (the hint's own dict)."""
     if not settings.hints:
         steps.append("the error the application finally gets is botocore's, its message untouched "
                      "(BEDROCK_HOOKS_HINTS=off).")
-        return retry_after
-    info = build_info(classification, HintFacts(attempts=attempts))
-    line = hint_line(info)
-    steps.append(f"the error the application finally gets ends with this line (BEDROCK_HOOKS_HINTS=on):\n      {line}")
+        return None
+    info = build_info(found.classification, HintFacts(attempts=attempts))
+    steps.append(f"the error the application finally gets ends with this line (BEDROCK_HOOKS_HINTS=on):\n"
+                 f"      {hint_line(info)}")
+    retry_after = info.get("retry_after")
     if retry_after:
-        stated = parse_wait(classification.facts.message)
+        stated = parse_wait(found.classification.facts.message)
         source = "stated in the message" if stated == retry_after else "the documented wait for this condition"
-        steps.append(f"error.response['BedrockHooks']['retry_after'] is {retry_after:g} s ({source}): when to try "
-                     "again.")
+        when = ("when a fix of the cause has taken effect" if found.entry.decision is Decision.FAIL
+                else "when to try again")
+        steps.append(f"error.response['BedrockHooks']['retry_after'] is {retry_after:g} s ({source}): {when}.")
     return retry_after
 
 
