@@ -17,10 +17,11 @@ import math
 import os
 import stat
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import process
 
 logger = logging.getLogger("bedrock_hooks.config")
 
@@ -422,7 +423,7 @@ class Settings:
 
 
 _warned: set[tuple[str, str]] = set()
-_warned_lock = threading.Lock()
+_warned_lock = process.lock()
 
 
 def _first_time(key: tuple[str, str]) -> bool:

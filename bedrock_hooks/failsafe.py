@@ -8,16 +8,18 @@ continues as plain botocore would.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from . import process
 
 logger = logging.getLogger("bedrock_hooks")
 
 T = TypeVar("T")
 
 _reported: set[tuple[str, str]] = set()
-_reported_lock = threading.Lock()
+_reported_lock = process.lock()
+process.after_fork_in_child(_reported.clear)  # a forked child reports its own first failures
 
 
 def report_failure(where: str, exc: BaseException) -> None:

@@ -30,11 +30,11 @@ from __future__ import annotations
 import collections
 import logging
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from . import process
 from .bodyformats import GEO_PREFIXES, same_body_format
 from .catalog import Entry
 from .config import Settings
@@ -124,7 +124,7 @@ class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.chains = dict(settings.fallbacks)
-        self._lock = threading.Lock()
+        self._lock = process.lock()
         self._circuits: collections.OrderedDict[QuotaScope, _Circuit] = collections.OrderedDict()
         self._profiles: collections.OrderedDict[QuotaScope, str] = collections.OrderedDict()
         #: URL-path forms of the models with a remembered profile or an opened circuit in some scope,
@@ -217,7 +217,7 @@ def _model_of(scope: QuotaScope) -> str:
 
 
 _routers: dict[Settings, Router] = {}
-_routers_lock = threading.Lock()
+_routers_lock = process.lock()
 
 
 def router_for(settings: Settings) -> Router:

@@ -1,23 +1,30 @@
-"""Installation: put the hooks on a session (every Bedrock client it creates) or on one client.
+"""Installation: put the hooks on every session of the process, on one session, or on one client.
 
-botocore registers a client's retry handler *after* the client object exists and emits no event
-afterwards, so "every client this session creates" needs one hook point: ``Session.create_client``
-is wrapped (wrapt, once per process, removed again when the last installation is uninstalled).
-Everything else is plain event registration on each Bedrock client's own emitter, which is why a
-non-Bedrock client of the same session behaves exactly as plain botocore.
+Frameworks (langchain-aws, strands-agents, pydantic-ai...) build their own ``boto3.Session``, so
+``install()`` with no argument covers *every* botocore session, present and future. botocore
+registers a client's retry handler after the client object exists and emits no event afterwards,
+so "every client a session creates" needs one hook point, ``Session.create_client``
+(:data:`patches.CREATE_CLIENT`, held by each session or global installation). Everything else is
+plain event registration on each Bedrock client's own emitter, which is why a non-Bedrock client of
+the same session behaves exactly as plain botocore.
+
+Targets are held weakly: a session or client the application drops is garbage-collected, and its
+installation with it, even without ``uninstall()``. Async targets (aiobotocore, aioboto3) are
+refused until async support exists: their handlers would block the event loop.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-import threading
+import sys
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import compat, fallbacks, keepalive, ratelimit, streaming
+from . import compat, fallbacks, keepalive, patches, process, ratelimit, streaming
 from .config import Settings, apply_log_level, load_settings
-from .failsafe import report_failure, safe_invoke
+from .failsafe import safe_invoke
 from .features import Feature, FeatureFactory, Runtime
 from .retry import ClientHooks
 
@@ -30,26 +37,55 @@ FEATURES.append(streaming.feature)  # mid-stream errors: hints and transparent r
 FEATURES.append(fallbacks.feature)  # alternative models, inference profiles, Regions, circuit breaking
 FEATURES.append(ratelimit.feature)  # process-wide adaptive pacing when throttled (issue 7)
 
-_lock = threading.RLock()
+
+class Kind(str, enum.Enum):
+    """What an :class:`Installation` covers (a ``str`` enum: ``kind == "session"`` holds)."""
+
+    GLOBAL = "global"  #: every botocore session of the process: ``install()``
+    SESSION = "session"  #: clients one session creates from now on: ``install(session)``
+    CLIENT = "client"  #: one existing client: ``install(client)``
+    DISABLED = "disabled"  #: ``BEDROCK_HOOKS_ENABLED`` is off: nothing installed
+    REFUSED = "refused"  #: an async target (aiobotocore, aioboto3): not supported yet, nothing installed
+
+
+class Attached(NamedTuple):
+    """A client carrying hooks: the installation it belongs to and the features attached to it."""
+
+    installation: Installation
+    features: list[Feature]
+
+
+# ``consistent``: a fork waits (bounded) for another thread's install/uninstall to finish, so a
+# child never inherits a half-attached client; the lock is fresh in the child either way.
+_lock = process.rlock(consistent=True)
 _sessions: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()
-_clients: weakref.WeakKeyDictionary[Any, tuple[Installation, list[Feature]]] = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[Any, Attached] = weakref.WeakKeyDictionary()
 _global: Installation | None = None
-_original_create_client: Any = None
+_warned: set[str] = set()
 
 
 class Installation:
     """The handle :func:`install` returns; :meth:`uninstall` restores plain botocore."""
 
-    def __init__(self, target: Any, settings: Settings, runtime: Runtime, *, kind: str) -> None:
-        self.target = target
+    def __init__(self, target: Any, settings: Settings, runtime: Runtime, *, kind: Kind,
+                 reason: str | None = None) -> None:
+        self._target = _weak(target)
         self.settings = settings
         self.runtime = runtime
-        self.kind = kind  #: "session", "client", "global" or "disabled"
-        self.active = kind != "disabled"
+        self.kind = Kind(kind)
+        self.active = self.kind in (Kind.GLOBAL, Kind.SESSION, Kind.CLIENT)
+        #: Why nothing was installed (``refused`` / ``disabled``), for logs and ``doctor``.
+        self.reason = reason
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def __repr__(self) -> str:
-        return f"<bedrock_hooks.Installation {self.kind} active={self.active} services={','.join(self.settings.services)}>"
+        return (f"<bedrock_hooks.Installation {self.kind.value} active={self.active} "
+                f"services={','.join(self.settings.services)}>")
+
+    @property
+    def target(self) -> Any:
+        """The session or client installed on (None for global, or once the application dropped it)."""
+        return self._target()
 
     @property
     def clients(self) -> list[Any]:
@@ -64,6 +100,8 @@ class Installation:
         with _lock:
             if not self.active or client in _clients or not self.covers(client):
                 return False
+            if _refused(client) is not None:
+                return False
             features: list[Feature] = []
             settings = safe_invoke("compat", compat.restrict, self.settings, fallback=self.settings)
             for factory in FEATURES:
@@ -74,22 +112,22 @@ class Installation:
                     safe_invoke("detach", feature.detach)
                     continue
                 features.append(feature)
-            _clients[client] = (self, features)
+            _clients[client] = Attached(self, features)
             self._clients.add(client)
             return True
 
     def detach(self, client: Any) -> None:
         with _lock:
             owner = _clients.get(client)
-            if owner is None or owner[0] is not self:
+            if owner is None or owner.installation is not self:
                 return
             del _clients[client]
             self._clients.discard(client)
-            for feature in reversed(owner[1]):
+            for feature in reversed(owner.features):
                 safe_invoke("detach", feature.detach)
 
     def uninstall(self) -> None:
-        """Detach from every client and forget the target; idempotent."""
+        """Detach from every client, forget the target and give up process-wide patches; idempotent."""
         global _global
         with _lock:
             if not self.active:
@@ -97,12 +135,24 @@ class Installation:
             self.active = False
             for client in list(self._clients):
                 self.detach(client)
-            if self.kind == "session":
-                _sessions.pop(self.target, None)
+            target = self.target
+            if self.kind is Kind.SESSION and target is not None and _sessions.get(target) is self:
+                del _sessions[target]
             if _global is self:
                 _global = None
+            patches.CREATE_CLIENT.release(self)
             if not _sessions and _global is None and not _clients:
-                _unpatch()
+                fallbacks.reset_routers()  # the last installation: no learned state outlives it
+                ratelimit.reset()
+
+
+def _weak(target: Any) -> Callable[[], Any]:
+    if target is None:
+        return lambda: None
+    try:
+        return weakref.ref(target)
+    except TypeError:  # not weakrefable: held, as before
+        return lambda: target
 
 
 def _service_name(client: Any) -> str | None:
@@ -117,90 +167,169 @@ def _is_client(obj: Any) -> bool:
 
 
 def _botocore_session(target: Any) -> Any:
-    """A botocore Session for ``target`` (None: boto3's default session, created if needed)."""
-    if target is None:
-        import boto3
+    """The botocore Session behind ``target`` (a boto3.Session keeps it in ``_session``)."""
+    return getattr(target, "_session", target)
 
-        target = boto3._get_default_session()
-    return getattr(target, "_session", target)  # boto3.Session keeps the botocore one here
 
+# -- async targets: refused until async support lands ---------------------------------------------
+
+_ASYNC_PACKAGES = ("aiobotocore", "aioboto3")
+
+
+def _refused(target: Any) -> str | None:
+    """Why ``target`` is refused (it is an aiobotocore/aioboto3 session or client), else None.
+
+    Our handlers are synchronous and sleep with ``time.sleep``: on an async client they would block
+    the event loop during backoff and break ``async for`` over streams. Refusing is the safe answer.
+    """
+    for candidate in (target, getattr(target, "_session", None)):
+        package = _async_package(candidate)
+        if package is not None:
+            what = "client" if _is_client(target) else "session"
+            _warn_once(f"refused-{package}-{what}",
+                       "bedrock-hooks: not installed on %s %s %s: async clients are not supported yet; "
+                       "it keeps plain %s behaviour", package, what, type(target).__name__, package)
+            return f"{package} {what}: async clients are not supported yet"
+    return None
+
+
+def _async_package(obj: Any) -> str | None:
+    if obj is None:
+        return None
+    for cls in type(obj).__mro__:
+        package = (getattr(cls, "__module__", "") or "").partition(".")[0]
+        if package in _ASYNC_PACKAGES:
+            return package
+    return None
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *args)
+
+
+def _skipping_async_sessions(*_: Any) -> None:
+    """Say once that the global installation leaves aiobotocore sessions alone (they never reach it)."""
+    if _global is not None and _global.active:
+        _warn_once("global-aio", "bedrock-hooks: aiobotocore is loaded; install() skips its sessions and clients "
+                   "(aiobotocore, aioboto3): async clients are not supported yet and keep plain aiobotocore behaviour")
+
+
+def _watch_async_sessions() -> None:
+    if "aiobotocore" in sys.modules:
+        _skipping_async_sessions()
+        return
+    try:  # the launcher installs before the application imports aiobotocore: say it when it does
+        import wrapt
+
+        wrapt.register_post_import_hook(_skipping_async_sessions, "aiobotocore")
+    except Exception:
+        pass
+
+
+# -- install / uninstall ----------------------------------------------------------------------------
 
 def _configure(runtime: Runtime | None, overrides: dict[str, Any]) -> tuple[Settings, Runtime]:
-    """Settings (overrides > environment > defaults, never raising) and the runtime, for both entry points."""
+    """Settings (overrides > environment > defaults, never raising) and the runtime, for every entry point."""
     settings = load_settings(**overrides)
     apply_log_level(settings)
     return settings, runtime or Runtime()
 
 
 def install(target: Any = None, *, runtime: Runtime | None = None, **overrides: Any) -> Installation:
-    """Install bedrock-hooks on a session or client; calling it again returns the same installation.
+    """Install bedrock-hooks; calling it again returns the same installation.
 
-    ``target``: a ``boto3.Session``, a ``botocore.session.Session``, an existing client, or None for
-    boto3's default session. ``overrides`` are option names from :mod:`bedrock_hooks.config`
-    (``max_attempts=3``...), which win over ``BEDROCK_HOOKS_*`` variables. Never raises for bad
-    configuration: a warning names the option and the value used instead.
+    ``target``: None (the default) for *every* botocore session of the process, present and future
+    -- the clients frameworks create included; a ``boto3.Session`` or ``botocore.session.Session``
+    for the clients that session creates from now on; an existing client for that client alone.
+    ``overrides`` are option names from :mod:`bedrock_hooks.config` (``max_attempts=3``...), which
+    win over ``BEDROCK_HOOKS_*`` variables. Never raises for bad configuration: a warning names the
+    option and the value used instead. aiobotocore/aioboto3 targets are refused (one warning, an
+    inactive installation).
     """
+    if target is None:
+        return install_global(runtime=runtime, **overrides)
     settings, runtime = _configure(runtime, overrides)
     if not settings.enabled:
-        return Installation(target, settings, runtime, kind="disabled")
+        return Installation(target, settings, runtime, kind=Kind.DISABLED, reason="BEDROCK_HOOKS_ENABLED is off")
+    refusal = _refused(target)
+    if refusal is not None:
+        return Installation(target, settings, runtime, kind=Kind.REFUSED, reason=refusal)
     with _lock:
         if _is_client(target):
-            owner = _clients.get(target)
-            if owner is not None:
-                return owner[0]
-            installation = Installation(target, settings, runtime, kind="client")
-            installation.attach(target)
-            return installation
+            return _install_client(target, settings, runtime)
         session = _botocore_session(target)
         existing = _sessions.get(session)
         if existing is not None:
             return existing
-        _patch()
-        installation = Installation(session, settings, runtime, kind="session")
+        installation = Installation(session, settings, runtime, kind=Kind.SESSION)
+        patches.CREATE_CLIENT.acquire(installation)
         _sessions[session] = installation
         return installation
 
 
+def _install_client(client: Any, settings: Settings, runtime: Runtime) -> Installation:
+    owner = _clients.get(client)
+    if owner is not None:
+        return owner.installation
+    installation = Installation(client, settings, runtime, kind=Kind.CLIENT)
+    installation.attach(client)
+    return installation
+
+
 def install_global(*, runtime: Runtime | None = None, **overrides: Any) -> Installation:
-    """Install on every botocore session of the process, present and future (the zero-code mode)."""
+    """``install()``: every botocore session of the process, present and future (the zero-code mode)."""
     global _global
     settings, runtime = _configure(runtime, overrides)
     if not settings.enabled:
-        return Installation(None, settings, runtime, kind="disabled")
+        return Installation(None, settings, runtime, kind=Kind.DISABLED, reason="BEDROCK_HOOKS_ENABLED is off")
     with _lock:
         if _global is None:
-            _patch()
-            _global = Installation(None, settings, runtime, kind="global")
+            _global = Installation(None, settings, runtime, kind=Kind.GLOBAL)
+            patches.CREATE_CLIENT.acquire(_global)
+            _watch_async_sessions()
         return _global
 
 
 def uninstall(target: Any = None) -> None:
     """Undo :func:`install` for ``target`` (same meaning as for install); ``"*"`` undoes everything."""
     with _lock:
-        if target == "*":
-            for installation in {*_sessions.values(), *(o[0] for o in _clients.values()), _global} - {None}:
+        if isinstance(target, str) and target == "*":
+            for installation in {*_sessions.values(), *(o.installation for o in _clients.values()), _global} - {None}:
                 installation.uninstall()
-            return
-        if _is_client(target):
+        elif target is None:
+            if _global is not None:
+                _global.uninstall()
+        elif _is_client(target):
             owner = _clients.get(target)
-            if owner is not None:
-                if owner[0].kind == "client":
-                    owner[0].uninstall()
-                else:
-                    owner[0].detach(target)
-            return
-        installation = _sessions.get(_botocore_session(target))
-        if installation is not None:
-            installation.uninstall()
+            if owner is None:
+                return
+            if owner.installation.kind is Kind.CLIENT:
+                owner.installation.uninstall()
+            else:
+                owner.installation.detach(target)
+        else:
+            installation = _sessions.get(_botocore_session(target))
+            if installation is not None:
+                installation.uninstall()
 
 
-def installation_for(target: Any) -> Installation | None:
-    """The installation that covers ``target`` (a client or session), if any."""
+def installation_for(target: Any = None) -> Installation | None:
+    """The installation that covers ``target`` (a client or session; None: the global one), if any."""
     with _lock:
+        if target is None:
+            return _global
         if _is_client(target):
             owner = _clients.get(target)
-            return owner[0] if owner else None
+            return owner.installation if owner else None
         return _sessions.get(_botocore_session(target)) or _global
+
+
+def attached_features(client: Any) -> list[Feature]:
+    """The features attached to ``client`` (empty when it carries no hooks): tests and ``doctor``."""
+    owner = _clients.get(client)
+    return list(owner.features) if owner else []
 
 
 # -- the one hook point: Session.create_client --------------------------------------------------
@@ -211,47 +340,15 @@ def _after_create_client(session: Any, client: Any) -> None:
         installation.attach(client)
 
 
-def _create_client_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    client = wrapped(*args, **kwargs)
-    try:
-        _after_create_client(instance, client)
-    except Exception as exc:  # the client is returned as plain botocore made it
-        report_failure("create-client", exc)
+def _on_client_created(client: Any, session: Any, *args: Any, **kwargs: Any) -> Any:
+    """The :data:`patches.CREATE_CLIENT` hook: a new client of a covered session gets the hooks."""
+    _after_create_client(session, client)
     return client
 
 
-def _patch() -> None:
-    global _original_create_client
-    if _original_create_client is not None:
-        return
-    import botocore.session
-    import wrapt
-
-    original = botocore.session.Session.__dict__.get("create_client")
-    if original is None:
-        logger.warning("bedrock-hooks: botocore.session.Session.create_client not found; "
-                       "only clients passed to install(client) are covered")
-        return
-    _original_create_client = original
-    wrapt.wrap_function_wrapper(botocore.session.Session, "create_client", _create_client_wrapper)
-
-
-def _unpatch() -> None:
-    """Called when the last installation is gone: remove the hook point and process-wide state."""
-    global _original_create_client
-    fallbacks.reset_routers()
-    ratelimit.reset()
-    if _original_create_client is None:
-        return
-    import botocore.session
-
-    botocore.session.Session.create_client = _original_create_client
-    _original_create_client = None
-    from . import remedies
-
-    remedies.disable_clock_patch()
+patches.CREATE_CLIENT.set_hook(_on_client_created)
 
 
 def is_patched() -> bool:
     """Whether ``Session.create_client`` currently carries the hook (for tests and doctor)."""
-    return _original_create_client is not None
+    return patches.CREATE_CLIENT.engaged

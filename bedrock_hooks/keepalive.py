@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import process
 from .config import MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_IDLE, MAX_KEEPALIVE_INTERVAL, Settings
 from .failsafe import report_failure, safe_invoke
 from .features import Registrations, Runtime
@@ -59,7 +59,7 @@ _IDLE_ENTRIES = ("IdleConnectionReset", "ReadTimeout")
 _STAMP = "_bedrock_hooks_idle_since"
 
 _warned: set[str] = set()
-_warned_lock = threading.Lock()
+_warned_lock = process.lock()
 
 
 def _warn_once(key: str, message: str, *args: Any) -> None:
@@ -76,7 +76,7 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
 #: socket (what detach goes back to). Filled by :func:`_probe`, never at client creation.
 _accepted_cache: dict[SocketOption, bool] = {}
 _defaults_cache: dict[tuple[int, int], int] = {}
-_probe_lock = threading.Lock()
+_probe_lock = process.lock()
 
 
 def _idle_option() -> int | None:
@@ -314,7 +314,7 @@ class ConnectionHygiene:
         self._original_classes: dict[str, type] = {}
         self._classes: dict[type, type] = {}
         self._registrations = Registrations(self.events)
-        self._lock = threading.Lock()
+        self._lock = process.lock()
 
     # -- attach / detach --------------------------------------------------------------------------
     def attach(self) -> None:

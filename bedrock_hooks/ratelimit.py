@@ -38,6 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import process
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify
 from .config import Settings
@@ -92,7 +93,7 @@ class Bucket:
         self.clock = clock
         self.beta, self.scale, self.min_rate = beta, scale, min_rate
         self.engage_window, self.engage_share, self.reset_after = engage_window, engage_share, reset_after
-        self._lock = threading.Lock()
+        self._lock = process.lock()
         self._local = threading.local()  # send time of this thread's current attempt
         self._born = clock()
         self._sent = _Meter()
@@ -205,7 +206,7 @@ class Bucket:
 
 # -- the process-wide registry: one bucket per quota scope, created by its first throttle ------------
 
-_registry_lock = threading.Lock()
+_registry_lock = process.lock()
 #: (scope, clock) -> bucket. Read without the lock (one dict lookup); written under it, never iterated unlocked.
 _buckets: dict[tuple[QuotaScope, Any], Bucket] = {}
 _PRUNE_EVERY = 64  #: prune quiet buckets every this many lookups that found none

@@ -1,10 +1,10 @@
 """Remedies for ``fix-and-retry`` entries: correct the signing clock, refresh credentials.
 
 Clock skew. SigV4 takes its timestamp from ``botocore.auth.get_current_datetime()`` and no event
-lets a handler change it, so the correction needs one small patch. It is applied lazily (only after
-a skew has actually been measured), shifts the time only for the one signature that a corrected
-client's ``before-sign`` handler armed (a context variable, cleared again on ``before-send``), and
-is removed by :func:`disable_clock_patch` on uninstall.
+lets a handler change it, so the correction needs one small patch (:data:`patches.SIGNING_CLOCK`,
+which owns the patching). It is held only by clients that actually measured a skew, shifts the time
+only for the one signature that a corrected client's ``before-sign`` handler armed (a context
+variable, cleared again on ``before-send``), and is undone when the last such client is detached.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import contextvars
 import datetime
 import email.utils
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import patches
 from .classification import header
 
 logger = logging.getLogger("bedrock_hooks.remedies")
 
 #: Seconds to add to the next SigV4 timestamp taken in this context (0.0: none armed).
 _signing_offset: contextvars.ContextVar[float] = contextvars.ContextVar("bedrock_hooks_signing_offset", default=0.0)
-_patch_lock = threading.Lock()
-_original_get_current_datetime: Any = None
+#: The holder of :func:`enable_clock_patch` calls that name none (tests, one-off use).
+_ANONYMOUS = "anonymous"
 
 
 def measure_skew(headers: Mapping[str, str], received_at: float | None = None) -> float | None:
@@ -43,53 +43,34 @@ def measure_skew(headers: Mapping[str, str], received_at: float | None = None) -
     return server.timestamp() - local
 
 
-def _corrected_get_current_datetime(remove_tzinfo: bool = True) -> datetime.datetime:
-    now = _original_get_current_datetime(remove_tzinfo)
+def _shift(now: datetime.datetime, *args: Any, **kwargs: Any) -> datetime.datetime:
+    """The :data:`patches.SIGNING_CLOCK` hook: add the armed offset (once) to botocore's signing time."""
     offset = _signing_offset.get()
-    if offset:
-        _signing_offset.set(0.0)
-        try:  # this runs inside botocore's signer: a garbage Date header must not make signing raise
-            now = now + datetime.timedelta(seconds=offset)
-        except (OverflowError, ValueError):
-            logger.debug("bedrock-hooks: clock offset %r out of range; signing with the local clock", offset)
-    return now
+    if not offset:
+        return now
+    _signing_offset.set(0.0)
+    try:  # this runs inside botocore's signer: a garbage Date header must not make signing raise
+        return now + datetime.timedelta(seconds=offset)
+    except (OverflowError, ValueError):
+        logger.debug("bedrock-hooks: clock offset %r out of range; signing with the local clock", offset)
+        return now
 
 
-def enable_clock_patch() -> bool:
-    """Install the signing-time patch once per process; False if this botocore has no hook point."""
-    global _original_get_current_datetime
-    with _patch_lock:
-        if _original_get_current_datetime is not None:
-            return True
-        try:
-            import botocore.auth
-        except ImportError:
-            return False
-        original = getattr(botocore.auth, "get_current_datetime", None)
-        if original is None:
-            logger.warning("bedrock-hooks: this botocore signs without get_current_datetime; "
-                           "clock-skew correction is unavailable")
-            return False
-        _original_get_current_datetime = original
-        botocore.auth.get_current_datetime = _corrected_get_current_datetime
-        return True
+patches.SIGNING_CLOCK.set_hook(_shift)
 
 
-def disable_clock_patch() -> None:
-    """Restore botocore's own ``get_current_datetime`` (idempotent)."""
-    global _original_get_current_datetime
-    with _patch_lock:
-        if _original_get_current_datetime is None:
-            return
-        import botocore.auth
+def enable_clock_patch(holder: Any = _ANONYMOUS) -> bool:
+    """Hold the signing-time patch for ``holder`` (a corrected client); False if botocore has no hook point."""
+    return patches.SIGNING_CLOCK.acquire(holder)
 
-        if botocore.auth.get_current_datetime is _corrected_get_current_datetime:
-            botocore.auth.get_current_datetime = _original_get_current_datetime
-        _original_get_current_datetime = None
+
+def disable_clock_patch(holder: Any = _ANONYMOUS) -> None:
+    """Release ``holder``'s share; botocore's own ``get_current_datetime`` is back with the last one."""
+    patches.SIGNING_CLOCK.release(holder)
 
 
 def clock_patch_active() -> bool:
-    return _original_get_current_datetime is not None
+    return patches.SIGNING_CLOCK.engaged
 
 
 def arm_signing_offset(offset: float) -> None:

@@ -2,9 +2,10 @@
 
 Per client, :class:`ClientHooks` registers:
 
-* ``needs-retry.<service>`` in botocore's own ``retry-config-<service>`` slot: the catalog decides
-  known errors; unknown errors and successes are handed to botocore's original retry handler
-  (legacy, standard or adaptive), which therefore keeps its quota and rate bookkeeping.
+* ``needs-retry.<service>`` in place of the handler in botocore's own ``retry-config-<service>``
+  slot (taken over only when verified): the catalog decides known errors; unknown errors and
+  successes are handed to botocore's original retry handler (legacy, standard or adaptive), which
+  therefore keeps its quota and rate bookkeeping.
 * ``after-call.<service>`` / ``after-call-error.<service>``: the hint on a final failure.
 * ``before-sign.<service>`` / ``before-send.<service>``: arm and disarm a measured clock correction.
 
@@ -40,9 +41,35 @@ def _raw_emitter(events: Any) -> Any:
 
 
 def botocore_retry_handler(events: Any, service: str) -> Callable[..., Any] | None:
-    """The handler botocore registered in the ``retry-config-<service>`` slot, if any."""
-    slot = getattr(_raw_emitter(events), "_unique_id_handlers", {}).get(f"retry-config-{service}")
-    return slot.get("handler") if slot else None
+    """The handler botocore registered in the ``retry-config-<service>`` slot, if verified (else None)."""
+    return find_botocore_retry_handler(events, service)[0]
+
+
+def find_botocore_retry_handler(events: Any, service: str) -> tuple[Callable[..., Any] | None, str | None]:
+    """botocore's retry handler and None, or None and why it cannot be taken over safely.
+
+    The slot is private botocore state: it is trusted only when the emitter's unique-id table has it
+    *and* the handler it names is really registered on ``needs-retry.<service>``, so that
+    unregistering that id removes exactly botocore's retry handler and nothing else.
+    """
+    raw = _raw_emitter(events)
+    table = getattr(raw, "_unique_id_handlers", None)
+    if not isinstance(table, dict):
+        return None, "this botocore's event emitter has no unique-id table to find its retry handler in"
+    slot = table.get(f"retry-config-{service}")
+    handler = slot.get("handler") if isinstance(slot, dict) else None
+    if not callable(handler):
+        return None, f"no retry handler in botocore's retry-config-{service} slot"
+    try:
+        registered = list(raw._handlers.prefix_search(f"needs-retry.{service}"))
+    except Exception:
+        return None, "this botocore's event emitter cannot list its needs-retry handlers"
+    if not any(candidate == handler for candidate in registered):
+        return None, f"the retry-config-{service} slot names a handler that is not on needs-retry.{service}"
+    return handler, None
+
+
+_refusals: set[str] = set()
 
 
 class ClientHooks:
@@ -58,27 +85,46 @@ class ClientHooks:
         self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
         self.clock_offset = 0.0
         self._botocore_retry: Callable[..., Any] | None = None
+        self._took_slot = False
+        #: Why botocore's retry slot was not taken over (``doctor`` shows it); None when it was.
+        self.retry_refusal: str | None = None
         self._registrations = Registrations(self.events)
 
     # -- attachment -----------------------------------------------------------------------------
     def attach(self) -> None:
-        svc = self.service
         if self.settings.retry:
-            slot = f"retry-config-{svc}"
-            self._botocore_retry = botocore_retry_handler(self.events, svc)
-            if self._botocore_retry is not None:
-                self.events.unregister(f"needs-retry.{svc}", unique_id=slot)
-            self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, slot, first=True)
+            self._take_over_retries()
+        svc = self.service
         if self.settings.hints:
             self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
             self._registrations.add(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
 
+    def _take_over_retries(self) -> None:
+        """Decide retries in place of botocore's handler, which stays reachable for what we do not know.
+
+        Ours is registered (first) *before* botocore's is taken out, so at every instant some retry
+        handler is registered; if botocore's handler cannot be verified, nothing is registered or
+        removed and the client keeps botocore's retries (:attr:`retry_refusal` says why).
+        """
+        svc = self.service
+        handler, self.retry_refusal = find_botocore_retry_handler(self.events, svc)
+        if handler is None:
+            if self.retry_refusal not in _refusals:
+                _refusals.add(self.retry_refusal)
+                logger.warning("bedrock-hooks: %s; %s clients keep botocore's own retries", self.retry_refusal, svc)
+            return
+        self._botocore_retry = handler
+        self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, f"bedrock-hooks-retry-{svc}", first=True)
+        self.events.unregister(f"needs-retry.{svc}", handler, unique_id=f"retry-config-{svc}")
+        self._took_slot = True
+
     def detach(self) -> None:
+        if self._took_slot:  # botocore's handler back in its slot first, then ours out: no gap
+            svc = self.service
+            self.events.register(f"needs-retry.{svc}", self._botocore_retry, unique_id=f"retry-config-{svc}")
+            self._took_slot = False  # _botocore_retry stays: a call still inside our handler delegates to it
         self._registrations.remove_all()
-        if self._botocore_retry is not None:
-            self.events.register(f"needs-retry.{self.service}", self._botocore_retry,
-                                 unique_id=f"retry-config-{self.service}")
-            self._botocore_retry = None
+        remedies.disable_clock_patch(self)
 
     # -- needs-retry ----------------------------------------------------------------------------
     def on_needs_retry(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,
@@ -158,7 +204,7 @@ class ClientHooks:
                 state.notes.append("No Date header in the response: the clock skew could not be measured.")
                 return False
             state.clock_skew = skew
-            if not remedies.enable_clock_patch():
+            if not remedies.enable_clock_patch(self):
                 return False
             self._watch_signing()
             self.clock_offset = skew

@@ -87,10 +87,22 @@ def test_install_on_an_existing_client_and_default_session(server, fake_time, mo
 
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     boto3.setup_default_session(region_name="us-east-1", **CREDS)
-    default = bedrock_hooks.install()
-    assert default.target is boto3.DEFAULT_SESSION._session
+    default = bedrock_hooks.install(boto3.DEFAULT_SESSION)
+    assert default.kind == "session" and default.target is boto3.DEFAULT_SESSION._session
     client = boto3.client("bedrock-runtime", endpoint_url=server.url)
     assert default.clients == [client]
+
+
+def test_install_without_a_target_covers_every_session(server, fake_time):
+    everywhere = bedrock_hooks.install(runtime=fake_time.runtime())
+    assert everywhere.kind == "global" and everywhere.target is None and is_patched()
+    assert bedrock_hooks.install() is everywhere and bedrock_hooks.install_global() is everywhere
+    assert bedrock_hooks.installation_for(None) is everywhere
+    clients = [make_client(new_session(), server), make_client(new_session(), server)]
+    assert everywhere.clients and set(everywhere.clients) == set(clients)
+    bedrock_hooks.uninstall()
+    assert not everywhere.active and not is_patched()
+    assert all(handler_ids(c) == {"retry-config-bedrock-runtime"} for c in clients)
 
 
 def test_botocore_session_and_services_setting(server, fake_time):
@@ -100,7 +112,8 @@ def test_botocore_session_and_services_setting(server, fake_time):
     runtime = session.create_client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url)
     control = session.create_client("bedrock", region_name="us-east-1", endpoint_url=server.url)
     agent = session.create_client("bedrock-agent-runtime", region_name="us-east-1", endpoint_url=server.url)
-    assert handler_ids(runtime) > {"retry-config-bedrock-runtime"}
+    assert "bedrock-hooks-retry-bedrock-runtime" in handler_ids(runtime)
+    assert "retry-config-bedrock-runtime" not in handler_ids(runtime)  # botocore's handler taken out of the way
     assert not any(k.startswith("bedrock-hooks") for k in handler_ids(control))
     assert any(k.startswith("bedrock-hooks") for k in handler_ids(agent))
 
