@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import bedrock_hooks
-from bedrock_hooks.installation import is_patched
+from bedrock_hooks.installation import Kind, is_patched
 from bedrock_hooks.config import load_settings
 from bedrock_hooks.retry import botocore_retry_handler
 from bedrock_hooks.testing import Reply
@@ -169,3 +169,12 @@ def test_unknown_override_warns_instead_of_raising(caplog):
     installation = bedrock_hooks.install(new_session(), max_attemps=3)
     assert installation.active
     assert any("max_attemps" in r.getMessage() for r in caplog.records)
+
+
+def test_kind_is_an_enum_that_still_compares_as_text(server):
+    session = new_session()
+    installation = bedrock_hooks.install(session)
+    assert installation.kind is Kind.SESSION and installation.kind == "session"
+    assert bedrock_hooks.install(make_client(new_session(), server)).kind is Kind.CLIENT
+    assert bedrock_hooks.install().kind is Kind.GLOBAL
+    assert {k.value for k in Kind} == {"global", "session", "client", "disabled", "refused"}
