@@ -1,7 +1,8 @@
 """bedrock-hooks: production behaviour for boto3/botocore Amazon Bedrock clients.
 
-``bedrock_hooks.install(session)`` once at startup; application code keeps calling
-``client.converse(...)`` as before. See README.md.
+``bedrock_hooks.install()`` once at startup covers every botocore session of the process (the
+clients frameworks create included); application code keeps calling ``client.converse(...)`` as
+before. See README.md.
 
 The public names are imported on first use (PEP 562): ``python -m bedrock_hooks run`` and the
 ``bedrock-hooks`` console script import this package on every launch, and must not pay for
@@ -23,6 +24,7 @@ _EXPORTS = {
     "load_settings": "config",
     "Runtime": "features",
     "Installation": "installation",
+    "Kind": "installation",
     "install": "installation",
     "install_global": "installation",
     "installation_for": "installation",
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from .classification import Classification, ErrorFacts, classify
     from .config import OPTIONS, Settings, load_settings
     from .features import Runtime
-    from .installation import Installation, install, install_global, installation_for, uninstall
+    from .installation import Installation, Kind, install, install_global, installation_for, uninstall
 
 
 def __getattr__(name: str) -> object:

@@ -218,3 +218,8 @@ CREATE_CLIENT = Patch("botocore.session", "Session", "create_client", where="cre
 SIGNING_CLOCK = Patch("botocore.auth", None, "get_current_datetime", where="signing-clock")
 
 ALL = (CREATE_CLIENT, SIGNING_CLOCK)
+
+
+def report() -> list[tuple[str, str, int]]:
+    """``(patched function, state, holders)`` for every process-wide patch: what ``doctor`` prints."""
+    return [(patch.name, patch.state().value, len(patch._holders)) for patch in ALL]

@@ -26,12 +26,14 @@ from botocore.exceptions import ClientError
 
 import bedrock_hooks
 from bedrock_hooks import keepalive
+from bedrock_hooks.patches import CREATE_CLIENT, SIGNING_CLOCK, State
 from bedrock_hooks.features import Runtime
 from bedrock_hooks.retry import botocore_retry_handler
 from bedrock_hooks.testing import Reply
 from conftest import make_client, new_session
 
 install_module = importlib.import_module("bedrock_hooks.installation")
+ORIGINAL_CLOCK = getattr(botocore.auth, "get_current_datetime", None)  # absent before botocore 1.40.2
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
@@ -82,7 +84,7 @@ def assert_plain(client) -> None:
     http_session = client._endpoint.http_session
     for cls in http_session._pool_classes_by_scheme.values():
         assert not issubclass(cls, getattr(keepalive, "_HygienicPool", ())), cls
-    assert client not in install_module._clients
+    assert install_module.attached_features(client) == [] and bedrock_hooks.installation_for(client) is None
 
 
 def test_install_and_uninstall_while_threads_are_calling(server):
@@ -154,8 +156,9 @@ def test_install_and_uninstall_while_threads_are_calling(server):
     assert created["installed"] and created["uninstalled"]
 
     # After the final uninstall: plain botocore everywhere.
-    assert not install_module.is_patched()
-    assert not getattr(getattr(botocore.auth, "get_current_datetime", None), "__module__", "").startswith("bedrock_hooks")
+    assert not install_module.is_patched() and CREATE_CLIENT.state() is State.OFF
+    assert getattr(botocore.auth, "get_current_datetime", None) is ORIGINAL_CLOCK
+    assert SIGNING_CLOCK.state() in (State.OFF, State.UNAVAILABLE)
     for client in clients:
         assert_plain(client)
     plain = make_client(new_session(), server)
@@ -198,8 +201,8 @@ def test_concurrent_install_on_one_session_returns_one_installation(server):
     before = make_client(session, server)
     installs = _race(16, lambda: bedrock_hooks.install(session, runtime=no_sleep_runtime()))
     assert all(i is installs[0] for i in installs)
-    assert install_module._sessions[session._session] is installs[0]
-    assert before not in install_module._clients  # install(session) covers clients created afterwards only
+    assert bedrock_hooks.installation_for(session) is installs[0]
+    assert install_module.attached_features(before) == []  # install(session) covers clients created afterwards only
 
     client = make_client(session, server)
     ids = our_handler_ids(client)
@@ -212,7 +215,7 @@ def test_concurrent_install_on_one_session_returns_one_installation(server):
     # install(client) racing on an existing client: one Installation, one set of handlers.
     clients_installs = _race(16, lambda: bedrock_hooks.install(before, runtime=no_sleep_runtime()))
     assert all(i is clients_installs[0] for i in clients_installs)
-    assert install_module._clients[before][0] is clients_installs[0]
+    assert bedrock_hooks.installation_for(before) is clients_installs[0]
     ids = our_handler_ids(before)
     assert ids and len(ids) == len(set(ids))
     assert ours_on_needs_retry(before) == 1

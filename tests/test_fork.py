@@ -178,3 +178,33 @@ def test_multiprocessing_fork_pool_while_other_threads_work(server, busy_process
     with context.Pool(2) as pool:
         pids = pool.map_async(child_work, [server.url] * 6).get(timeout=60)
     assert len(pids) == 6 and os.getpid() not in pids
+
+
+def test_a_stuck_thread_delays_a_fork_boundedly_and_never_blocks_it(server, monkeypatch):
+    from bedrock_hooks import process
+
+    monkeypatch.setattr(process, "FORK_WAIT", 0.05)
+    stuck = process.rlock(consistent=True)
+    never = threading.Event()
+    holder = threading.Thread(target=lambda: stuck.acquire() and never.wait(30), daemon=True)
+    holder.start()
+    assert fork_and_wait(server.url) == "ok"  # the fork went ahead without the lock...
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if stuck.acquire(timeout=5) else 1)  # ...and the child's copy is free
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    never.set()
+    holder.join(5)
+
+
+def test_every_lock_of_the_package_is_fork_safe():
+    """One mechanism: a lock made any other way would be inherited held by a forked child."""
+    import pathlib
+    import re
+
+    package = pathlib.Path(bedrock_hooks.__file__).parent
+    exempt = ("process.py", "testing.py", "testing")  # the mechanism itself; the test server (not library code)
+    offenders = [f"{path.name}:{n}" for path in package.rglob("*.py") if path.relative_to(package).parts[0] not in exempt
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"threading\.(R?Lock|Condition|Semaphore|BoundedSemaphore)\(", line)]
+    assert offenders == [], f"use bedrock_hooks.process.lock()/rlock() instead: {offenders}"
