@@ -30,12 +30,11 @@ import contextvars
 import copy
 import json
 import logging
-import threading
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import compat
+from . import compat, process
 from .catalog import Decision
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
@@ -293,7 +292,7 @@ class _Recovering:
         _adopt(self, inner)
         self._inner: Any = _stream_type("TypedErrorsEventStream")(inner)
         self._call = call
-        self._lock = threading.RLock()
+        self._lock = process.rlock()
         self._source: Iterator[dict[str, Any]] | None = None
         self._delivered = False  #: content (not only preamble) reached the application
         self._seen_preamble: set[str] = set()
