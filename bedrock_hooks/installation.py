@@ -61,7 +61,7 @@ _lock = process.rlock(consistent=True)
 _sessions: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()
 _clients: weakref.WeakKeyDictionary[Any, Attached] = weakref.WeakKeyDictionary()
 _global: Installation | None = None
-_warned: set[str] = set()
+_once: set[str] = set()
 
 
 class Installation:
@@ -204,8 +204,8 @@ def _async_package(obj: Any) -> str | None:
 
 
 def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _warned:
-        _warned.add(key)
+    if key not in _once:
+        _once.add(key)
         logger.warning(message, *args)
 
 
@@ -219,13 +219,14 @@ def _skipping_async_sessions(*_: Any) -> None:
 def _watch_async_sessions() -> None:
     if "aiobotocore" in sys.modules:
         _skipping_async_sessions()
-        return
-    try:  # the launcher installs before the application imports aiobotocore: say it when it does
-        import wrapt
+    elif "watch-aio" not in _once:  # once per process: wrapt cannot unregister a hook
+        _once.add("watch-aio")
+        try:  # the launcher installs before the application imports aiobotocore: say it when it does
+            import wrapt
 
-        wrapt.register_post_import_hook(_skipping_async_sessions, "aiobotocore")
-    except Exception:
-        pass
+            wrapt.register_post_import_hook(_skipping_async_sessions, "aiobotocore")
+        except Exception:
+            pass
 
 
 # -- install / uninstall ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import bedrock_hooks
+from bedrock_hooks import installation
 from bedrock_hooks.testing import Reply
 from conftest import CREDS, make_client, new_session
 from tests._requires import require
@@ -31,6 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = Path(bedrock_hooks.__file__).resolve().parent / "bootstrap"
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings(monkeypatch):
+    monkeypatch.setattr(installation, "_once", set())  # each warning is once per process
 
 
 @pytest.fixture
