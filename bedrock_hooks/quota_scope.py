@@ -17,18 +17,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
 import weakref
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from . import compat
+from . import compat, process
 
 _SALT = os.urandom(16)  #: per process: a hash seen in a dump says nothing about the key outside it
 _MODEL_IN_PATH = re.compile(r"^(/model/)([^/]+)(/.*)$")
 _SIGNING_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/")
 _accounts: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_accounts_lock = threading.Lock()
+_accounts_lock = process.lock()
 
 
 class QuotaScope(NamedTuple):

@@ -99,8 +99,9 @@ def _bucket_lock(server, keep: list) -> object:
     session = new_session()
     bedrock_hooks.install(session, runtime=NO_SLEEP)
     client = make_client(session, server)
+    server.script(Reply.throttling())  # a bucket exists once its scope was throttled
     client.converse(modelId=MODEL, messages=MESSAGES)
-    keep.append(client)  # the child's client shares this bucket only while a client holds it
+    keep.append(client)
     buckets = list(ratelimit.buckets().values())
     assert buckets, "the rate limiter attached no bucket"
     return buckets[0]._lock
