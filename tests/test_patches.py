@@ -19,7 +19,7 @@ from bedrock_hooks import patches, remedies
 from bedrock_hooks.patches import CREATE_CLIENT, SIGNING_CLOCK, State
 from conftest import converse, make_client, new_session
 from test_patches_regressions import (ORIGINAL_CLOCK, ORIGINAL_CREATE_CLIENT, _original_functions_back,  # noqa: F401
-                                      hooked, otel_style_wrap)
+                                      clock_skew, hooked, otel_style_wrap)
 
 # -- wrappers of other libraries ---------------------------------------------------------------------
 
@@ -70,6 +70,7 @@ def test_a_collected_session_installation_gives_its_share_back(server, fake_time
     assert vars(botocore.session.Session)["create_client"] is ORIGINAL_CREATE_CLIENT
 
 
+@clock_skew
 def test_holders_are_counted_once_and_tokens_work():
     assert SIGNING_CLOCK.acquire("token") and SIGNING_CLOCK.acquire("token")
     SIGNING_CLOCK.release("token")
@@ -84,6 +85,7 @@ def test_a_missing_attribute_is_reported_once_and_nothing_is_patched(monkeypatch
     assert sum("no_such_function" in r.getMessage() for r in caplog.records) == 1
 
 
+@clock_skew
 def test_a_failing_hook_returns_the_original_result(caplog):
     patch = patches.Patch("botocore.auth", None, "get_current_datetime", where="test-hook")
     patch.set_hook(lambda result, *a, **k: 1 / 0)
