@@ -3,7 +3,8 @@ locks must not deadlock -- gunicorn ``--preload``, Celery prefork and ``multipro
 
 Every child is real (``os.fork`` / a ``multiprocessing`` fork pool), installs, creates a Bedrock
 client and calls the loopback server (served by the parent's server thread), then exits. The
-parent waits for each child with a deadline and kills it past that: a kill is a deadlock.
+parent waits for each child with a deadline and kills it past that: a kill is a deadlock. POSIX only
+(the project's supported platforms): where ``os.fork`` is missing these tests fail, they never skip.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from bedrock_hooks import installation, ratelimit
 from bedrock_hooks.features import Runtime
 from bedrock_hooks.testing import Reply
 from conftest import CREDS, make_client, new_session
-
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only: fork() does not exist here")
 
 CHILD_DEADLINE = 20.0  # seconds a child may take before it counts as deadlocked
 FORKS = 20
