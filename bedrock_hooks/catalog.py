@@ -312,6 +312,7 @@ ENTRIES: tuple[Entry, ...] = (
         codes=_codes("InternalFailure", "InternalServerException", "InternalServerError", "InternalError",
                      "ServiceException", "ServiceFailure"),
         statuses=frozenset({500}),
+        ambiguous=True,  # the service may have applied the request before failing
     ),
     Entry(
         name="ServiceUnavailable",
@@ -337,6 +338,7 @@ ENTRIES: tuple[Entry, ...] = (
         decision=Decision.RETRY,
         codes=_codes("BadGatewayException", "BadGateway", "GatewayTimeout", "GatewayTimeoutException"),
         statuses=frozenset({502, 504}),
+        ambiguous=True,  # the gateway may have passed the request on before failing
         source="observed",
     ),
     Entry(
@@ -516,7 +518,23 @@ ENTRIES: tuple[Entry, ...] = (
         backoff=Backoff.RECONNECT,
         ambiguous=True,
         exceptions=frozenset({"ConnectionClosedError", "ProtocolError", "ConnectionResetError",
-                              "BrokenPipeError", "RemoteDisconnected", "IncompleteRead"}),
+                              "BrokenPipeError", "RemoteDisconnected"}),
+    ),
+    Entry(
+        name="TruncatedResponse",
+        status=None,
+        cause="The answer ended before its Content-Length: the connection dropped in the middle of the body "
+              "(an idle-timeout NAT Gateway, VPC endpoint or NLB, a proxy, or the service closing it).",
+        solution=(
+            "bedrock-hooks retried on a fresh connection and never returns a cut answer; if this persists, check "
+            "proxies and VPC endpoints on the path.",
+            "Keep BEDROCK_HOOKS_KEEPALIVE on and BEDROCK_HOOKS_POOL_MAX_IDLE below 350 s.",
+        ),
+        decision=Decision.RETRY,
+        backoff=Backoff.RECONNECT,
+        ambiguous=True,  # the answer was on its way: the request was processed
+        exceptions=frozenset({"IncompleteRead", "IncompleteReadError"}),
+        source="observed",
     ),
     Entry(
         name="ReadTimeout",

@@ -9,7 +9,7 @@ built once from :data:`bedrock_hooks.catalog.ENTRIES`.
 
 from __future__ import annotations
 
-import email.utils
+import json
 import math
 import re
 import time
@@ -39,7 +39,8 @@ class Classification:
 
     entry: Entry
     facts: ErrorFacts
-    retry_after: float | None = None
+    retry_after: float | None = None  #: the wait to report: stated by the server (header, then message), or documented
+    stated_wait: float | None = None  #: the wait the server's ``Retry-After``/``x-amz-retry-after`` header asked for
 
 
 def _index(entries: Iterable[Entry]):
@@ -62,18 +63,25 @@ def _index(entries: Iterable[Entry]):
 _BY_MESSAGE, _BY_CODE, _BY_STATUS, _BY_EXCEPTION = _index(ENTRIES)
 
 
-def facts_from_parsed(http_response: Any, parsed: Mapping[str, Any] | None,
-                      exception: BaseException | None = None) -> ErrorFacts | None:
-    """Facts from a botocore ``(http_response, parsed)`` pair; None for a success."""
-    status = getattr(http_response, "status_code", None)
+def facts_from_parts(status: int | None, parsed: Mapping[str, Any] | None, headers: Mapping[str, str] | None,
+                     exception: BaseException | None = None) -> ErrorFacts | None:
+    """Facts from an attempt's status, parsed body and headers; None for a success."""
     error = (parsed or {}).get("Error") or {}
     if status is not None and status < 300 and not error:
         return None
+    if not isinstance(error, Mapping):
+        error = {}
     code = error.get("QueryErrorCode") or error.get("Code") or None
     message = error.get("Message") or error.get("message") or ""
-    headers = getattr(http_response, "headers", None) or {}
     return ErrorFacts(status=status, code=str(code) if code else None, message=str(message)[:_MAX_MESSAGE],
-                      headers=headers, exception=exception)
+                      headers=headers or {}, exception=exception)
+
+
+def facts_from_parsed(http_response: Any, parsed: Mapping[str, Any] | None,
+                      exception: BaseException | None = None) -> ErrorFacts | None:
+    """Facts from a botocore ``(http_response, parsed)`` pair; None for a success."""
+    return facts_from_parts(getattr(http_response, "status_code", None), parsed,
+                            getattr(http_response, "headers", None), exception)
 
 
 def facts_from_exception(exception: BaseException) -> ErrorFacts:
@@ -89,6 +97,65 @@ def facts_from_exception(exception: BaseException) -> ErrorFacts:
     return ErrorFacts(message=str(exception)[:_MAX_MESSAGE], exception=exception)
 
 
+# -- truncated successes ----------------------------------------------------------------------------
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+_JSON_PROTOCOLS = frozenset({"json", "rest-json"})
+
+
+def facts_from_success(http_response: Any, operation_model: Any) -> ErrorFacts | None:
+    """Facts for a 2xx whose body was cut short; None for a complete body (the common case).
+
+    botocore 1.43.115+ reads non-streaming bodies without enforcing ``Content-Length``, so a 200
+    cut short comes back as ``{}`` or a partial result instead of raising. A body shorter than its
+    ``Content-Length`` (or, without one, JSON that does not parse) is what an older botocore
+    reported as a closed connection: the facts carry that very exception (``ConnectionClosedError``
+    from ``IncompleteRead``), so both botocore lines classify, retry and report it alike.
+    Streaming outputs (InvokeModel's body, event streams) are read by the application, not here.
+    """
+    if operation_model is None or operation_model.has_streaming_output or operation_model.has_event_stream_output:
+        return None
+    if http_response.status_code in _NO_BODY_STATUSES or operation_model.http.get("method") == "HEAD":
+        return None
+    body = http_response.content
+    declared = http_response.headers.get("content-length")
+    if declared is not None:
+        try:
+            expected = int(declared)
+        except ValueError:
+            return None
+        if len(body) >= expected:
+            return None
+    elif not body or "chunked" in str(http_response.headers.get("transfer-encoding", "")).lower() \
+            or not _unparsable_json(body, operation_model):
+        return None
+    else:
+        expected = None
+    return ErrorFacts(exception=_incomplete_read(http_response, body, expected))
+
+
+def _unparsable_json(body: bytes, operation_model: Any) -> bool:
+    if operation_model.service_model.protocol not in _JSON_PROTOCOLS:
+        return False
+    try:
+        json.loads(body)
+    except ValueError:
+        return True
+    return False
+
+
+def _incomplete_read(http_response: Any, body: bytes, expected: int | None) -> BaseException:
+    """The exception an older botocore raises for the same cut: ConnectionClosedError(IncompleteRead)."""
+    import http.client
+
+    from botocore.exceptions import ConnectionClosedError
+    from urllib3.exceptions import ProtocolError
+
+    cut = http.client.IncompleteRead(body, None if expected is None else expected - len(body))
+    error = ProtocolError(f"Connection broken: {cut!r}", cut)
+    return ConnectionClosedError(endpoint_url=getattr(http_response, "url", None) or "", error=error)
+
+
 def classify(facts: ErrorFacts) -> Classification | None:
     """The catalog entry for ``facts``, or None when the library does not know the error.
 
@@ -97,7 +164,9 @@ def classify(facts: ErrorFacts) -> Classification | None:
     entry = _match(facts)
     if entry is None:
         return None
-    return Classification(entry=entry, facts=facts, retry_after=retry_after_from(facts, entry))
+    stated = stated_wait(facts.headers)
+    return Classification(entry=entry, facts=facts, retry_after=retry_after_from(facts, entry, stated),
+                          stated_wait=stated)
 
 
 def _match(facts: ErrorFacts) -> Entry | None:
@@ -113,11 +182,36 @@ def _match(facts: ErrorFacts) -> Entry | None:
     if facts.status in _BY_STATUS and (not code or code.isdigit() or facts.status in _SERVER_SIDE):
         return _BY_STATUS[facts.status]
     if facts.exception is not None and facts.status is None:
-        for cls in type(facts.exception).__mro__:
+        return _match_exception(facts.exception)
+    return None
+
+
+def _match_exception(exception: BaseException) -> Entry | None:
+    """The entry of the most specific known exception in the chain botocore wraps (innermost first):
+    ``ConnectionClosedError`` around urllib3's ``ProtocolError`` around ``IncompleteRead`` is a cut
+    body, around ``ConnectionResetError`` a reset."""
+    for candidate in reversed(_exception_chain(exception)):
+        for cls in type(candidate).__mro__:
             entry = _BY_EXCEPTION.get(cls.__name__)
             if entry is not None:
                 return entry
     return None
+
+
+def _exception_chain(exception: BaseException, depth: int = 4) -> list[BaseException]:
+    """``exception`` and the errors it wraps: botocore's ``kwargs["error"]``, urllib3's exception args."""
+    chain = [exception]
+    current: Any = exception
+    for _ in range(depth):
+        kwargs = getattr(current, "kwargs", None)
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(current, "args", ()) if isinstance(a, BaseException)), None)
+        if inner is None or inner in chain:
+            break
+        chain.append(inner)
+        current = inner
+    return chain
 
 
 # Statuses that mean the same thing whatever code accompanies them. A 400 or 403 with a code the
@@ -160,6 +254,8 @@ def parse_retry_after_header(headers: Mapping[str, str], now: float | None = Non
         pass
     else:
         return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf"/"nan"/"1e999" are unusable
+    import email.utils  # only for this rare form: importing the library stays cheap
+
     try:
         when = email.utils.parsedate_to_datetime(raw).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -167,9 +263,30 @@ def parse_retry_after_header(headers: Mapping[str, str], now: float | None = Non
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def retry_after_from(facts: ErrorFacts, entry: Entry) -> float | None:
+def parse_amz_retry_after(headers: Mapping[str, str]) -> float | None:
+    """botocore standard mode's ``x-amz-retry-after`` header (milliseconds), in seconds."""
+    raw = _header(headers, "x-amz-retry-after")
+    if not raw:
+        return None
+    try:
+        millis = int(raw.strip())
+    except (ValueError, OverflowError):
+        return None
+    return millis / 1000.0 if 0 <= millis < 10**12 else None
+
+
+def stated_wait(headers: Mapping[str, str]) -> float | None:
+    """The wait an answer's headers ask for: ``x-amz-retry-after``, then ``Retry-After``."""
+    if not headers:
+        return None
+    stated = parse_amz_retry_after(headers)
+    return stated if stated is not None else parse_retry_after_header(headers)
+
+
+def retry_after_from(facts: ErrorFacts, entry: Entry, stated: float | None = None) -> float | None:
     """The wait the server asked for (header, then message), else the entry's documented wait."""
-    stated = parse_retry_after_header(facts.headers)
+    if stated is None:
+        stated = stated_wait(facts.headers)
     if stated is None:
         stated = parse_wait(facts.message)
     if stated is None:

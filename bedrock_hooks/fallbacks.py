@@ -334,9 +334,7 @@ class FallbackHooks:
             self._move_model(request_dict, state, current, target, reason)
         else:
             self._move_region(request_dict, state, target, reason)
-        state.attempt_offset = -attempts  # the new target gets a fresh budget
-        state.first_failure = None
-        state.reconnected = False
+        state.restart_budget(attempts)  # the new target gets a fresh budget
         return 0
 
     def _next_move(self, entry: Entry, current: str, scope: QuotaScope, operation: str, state: CallState,

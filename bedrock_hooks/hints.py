@@ -38,13 +38,15 @@ def build_info(classification: Classification, facts: HintFacts) -> dict[str, An
         "entry": entry.name,
         "decision": entry.decision.value,
         "retryable": entry.retryable,
-        "retry_after": classification.retry_after if entry.decision is not Decision.FAIL else None,
+        # For a "fail" entry this is only ever a wait the server stated ("If you recently fixed this issue,
+        # try again after 5 minutes"): how long a fix takes to apply, never a reason to retry unchanged.
+        "retry_after": classification.retry_after,
         "attempts": facts.attempts,
         "cause": entry.cause,
         "solution": list(entry.solution),
     }
     if facts.reason:
-        info["stopped_because"] = facts.reason
+        info["stopped_because"] = str(getattr(facts.reason, "value", facts.reason))
     if facts.route:
         info["route"] = list(facts.route)
     details = {}
@@ -61,12 +63,21 @@ def build_info(classification: Classification, facts: HintFacts) -> dict[str, An
     return info
 
 
+#: Said on every "fail" hint, in words for whoever runs a retry loop around the call (agent frameworks
+#: retry throttling-coded errors on their own, see docs/frameworks.md).
+NOT_RETRYABLE = "Not retryable: sending it again fails the same way until this is fixed; do not retry it in your code or framework."
+
+
 def hint_line(info: dict[str, Any]) -> str:
-    """One short line: entry, cause, first solution step, and the most telling fact."""
+    """One short line: entry, cause, first solution step, whether to retry, and the most telling fact."""
     parts = [f"{PREFIX} {info['entry']} ({info['decision']}): {info['cause']}"]
     solution = info.get("solution") or []
     if solution:
         parts.append(f"Fix: {solution[0]}")
+    fixed = len(parts)
+    if info.get("decision") == Decision.FAIL.value:
+        parts.append(NOT_RETRYABLE)
+        fixed += 1
     details = info.get("details") or {}
     if "clock_skew_seconds" in details:
         skew = details["clock_skew_seconds"]
@@ -76,11 +87,14 @@ def hint_line(info: dict[str, Any]) -> str:
     if "botocore_version" in details:
         parts.append(f"botocore {details['botocore_version']}.")
     if info.get("retry_after"):
-        parts.append(f"Retry after ~{info['retry_after']:.0f}s.")
+        wait = f"~{info['retry_after']:.0f}s"
+        parts.append(f"If you already fixed it, retry after {wait}." if info.get("decision") == Decision.FAIL.value
+                     else f"Retry after {wait}.")
     parts.extend(details.get("notes", ()))
-    # Entry, cause and first step always stand in full; the extras are added while the line stays short.
-    line = " ".join(parts[:2])
-    for extra in parts[2:]:
+    # Entry, cause, first step and "not retryable" always stand in full; the extras are added while the
+    # line stays short.
+    line = " ".join(parts[:fixed])
+    for extra in parts[fixed:]:
         if len(line) + 1 + len(extra) > _MAX_LINE:
             break
         line = f"{line} {extra}"

@@ -40,11 +40,12 @@ from typing import Any
 
 from . import process
 from .catalog import Backoff, Decision
-from .classification import ErrorFacts, classify
+from .classification import ErrorFacts, classify, facts_from_parts
 from .config import Settings
 from .failsafe import report_failure
 from .features import Registrations
 from .quota_scope import QuotaScope, request_scope
+from .state import classify_attempt
 
 logger = logging.getLogger("bedrock_hooks.ratelimit")
 
@@ -269,19 +270,27 @@ def buckets() -> dict[tuple[QuotaScope, Any], Bucket]:
         return dict(_buckets)
 
 
-def is_throttling(status: int | None, parsed: Any) -> bool:
-    """Whether a response is throttling per the catalog (not a daily quota: that is not retried)."""
+def is_throttling(status: int | None, parsed: Any, context: Any = None, headers: Any = None) -> bool:
+    """Whether a response is throttling per the catalog (not a daily quota: that is not retried).
+
+    With the call's ``context`` the attempt is classified once for every feature: the retry
+    decision and the hint that follow on the same attempt reuse this classification.
+    """
     if status is None or status < 400:
         return False
-    error = parsed.get("Error") if isinstance(parsed, dict) else None
-    error = error if isinstance(error, dict) else {}
-    code = error.get("Code")
-    facts = ErrorFacts(status=status, code=str(code) if code else None, message=str(error.get("Message") or "")[:4096])
-    classification = classify(facts)
+
+    def facts() -> ErrorFacts | None:
+        return facts_from_parts(status, parsed if isinstance(parsed, dict) else None, headers)
+
+    classification = classify_attempt(context, parsed, facts) if isinstance(context, dict) else _classify(facts())
     if classification is None:
         return False
     entry = classification.entry
     return entry.decision is Decision.RETRY and entry.backoff is Backoff.THROTTLE
+
+
+def _classify(facts: ErrorFacts | None) -> Any:
+    return classify(facts) if facts is not None else None
 
 
 # -- the per-client feature --------------------------------------------------------------------------
@@ -333,13 +342,14 @@ class RateLimit:
         except Exception as exc:
             report_failure("rate-limit", exc)
 
-    def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, **kwargs: Any) -> None:
+    def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, context: Any = None,
+                             **kwargs: Any) -> None:
         try:
             (request, scope), self._local.sent = getattr(self._local, "sent", None) or (None, None), None
             if not isinstance(response_dict, dict):
                 return  # no HTTP response (reset, timeout): says nothing about the quota
             status = response_dict.get("status_code")  # successes count too: engaging needs a throttled share
-            throttled = is_throttling(status, parsed_response)
+            throttled = is_throttling(status, parsed_response, context, response_dict.get("headers"))
             if not throttled and not _buckets:
                 return  # the idle path: no lock, no meter until throttling was seen
             scope = scope or self.scope(request, kwargs.get("event_name"))

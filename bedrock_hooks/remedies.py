@@ -14,7 +14,8 @@ import datetime
 import email.utils
 import logging
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import patches
@@ -90,14 +91,46 @@ def credential_source(credentials: Any) -> str | None:
     return str(method) if method else None
 
 
-def refresh_credentials(credentials: Any) -> bool:
-    """Force a refresh of refreshable credentials; False when they cannot refresh (static keys)."""
+#: A forced refresh this recent is reused by every ExpiredToken that arrives within it: such an answer
+#: takes one round trip, so its request was almost surely signed before the refresh.
+REFRESH_REUSE_WINDOW = 2.0
+_refreshed_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_refreshed_lock = threading.Lock()
+
+
+def credentials_in_use(credentials: Any) -> Any:
+    """The frozen key set a refreshable credentials object signs with now (an identity to compare, never read)."""
+    return getattr(credentials, "_frozen_credentials", None)
+
+
+def refresh_credentials(credentials: Any, *, seen: Any = None, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Force one refresh of refreshable credentials for every caller that saw them expire.
+
+    False when they cannot refresh (static keys, or the provider failed). botocore's own discipline
+    (``RefreshableCredentials._refresh``): the refresh runs under the credentials' ``_refresh_lock``,
+    so one thread calls the provider while the others wait, and each re-checks after the wait whether
+    a refresh is still needed. Here it is not when the credentials are no longer the ones the caller
+    saw fail (``seen``, from :func:`credentials_in_use`) or when a forced refresh finished within
+    :data:`REFRESH_REUSE_WINDOW` seconds before the caller got here (or after): 32 threads hitting ExpiredToken at once cause
+    one provider call, and all of them retry with its result.
+    """
     refresh = getattr(credentials, "_protected_refresh", None)
-    if refresh is None or getattr(credentials, "_refresh_using", None) is None:
+    lock = getattr(credentials, "_refresh_lock", None)
+    if refresh is None or lock is None or getattr(credentials, "_refresh_using", None) is None:
         return False
-    try:
-        refresh(is_mandatory=True)
+    arrived = clock()
+    with lock:
+        if seen is not None and credentials_in_use(credentials) is not seen:
+            return True  # refreshed by another caller while this one waited
+        with _refreshed_lock:
+            last = _refreshed_at.get(credentials)
+        if last is not None and arrived - last <= REFRESH_REUSE_WINDOW:
+            return True
+        try:
+            refresh(is_mandatory=True)
+        except Exception as exc:  # a failed refresh is reported by the hint, not raised here
+            logger.warning("bedrock-hooks: credential refresh failed: %s", type(exc).__name__)
+            return False
+        with _refreshed_lock:
+            _refreshed_at[credentials] = clock()
         return True
-    except Exception as exc:  # a failed refresh is reported by the hint, not raised here
-        logger.warning("bedrock-hooks: credential refresh failed: %s", type(exc).__name__)
-        return False

@@ -3,9 +3,11 @@
 Per client, :class:`ClientHooks` registers:
 
 * ``needs-retry.<service>`` in place of the handler in botocore's own ``retry-config-<service>``
-  slot (taken over only when verified): the catalog decides known errors; unknown errors and
-  successes are handed to botocore's original retry handler (legacy, standard or adaptive), which
-  therefore keeps its quota and rate bookkeeping.
+  slot (taken over only when verified): the catalog decides known errors (:meth:`RetryPolicy.decide`,
+  paid from the client's retry quota: :mod:`.budget`); unknown errors are handed to botocore's
+  original retry handler (legacy, standard or adaptive), which keeps its own quota and rate
+  bookkeeping; a success costs two attribute reads and a header lookup (a 2xx cut short of its
+  ``Content-Length`` is a failed attempt, not a success).
 * ``after-call.<service>`` / ``after-call-error.<service>``: the hint on a final failure.
 * ``before-sign.<service>`` / ``before-send.<service>``: arm and disarm a measured clock correction.
 
@@ -19,14 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 from . import remedies
+from .budget import budget_for
 from .catalog import Decision, Remedy
-from .classification import Classification, classify, facts_from_exception, facts_from_parsed
+from .classification import Classification, facts_from_exception, facts_from_parsed, facts_from_success
 from .config import Settings
 from .hints import HintFacts, annotate_exception, append_hint, build_info, hint_line
-from .failsafe import report_failure
+from .failsafe import report_failure, safe_invoke
 from .features import Registrations, Runtime
-from .policy import RetryPolicy, resend_is_safe
-from .state import STATE_KEY, CallState, call_state
+from .policy import BUDGET_SPENT, Reason, RetryPolicy, Verdict, resend_is_safe
+from .state import CallState, call_state, classify_attempt, existing_state
 
 logger = logging.getLogger("bedrock_hooks.retry")
 
@@ -83,6 +86,7 @@ class ClientHooks:
         self._signer = getattr(client, "_request_signer", None)
         retries = getattr(client.meta.config, "retries", None) or {}
         self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
+        self.budget = budget_for(client)  #: the client's retry quota, shared with its streams
         self.clock_offset = 0.0
         self._botocore_retry: Callable[..., Any] | None = None
         self._took_slot = False
@@ -128,96 +132,152 @@ class ClientHooks:
 
     # -- needs-retry ----------------------------------------------------------------------------
     def on_needs_retry(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,
-                       request_dict: dict[str, Any] | None = None, **kwargs: Any) -> float | None:
+                       request_dict: dict[str, Any] | None = None, operation: Any = None,
+                       **kwargs: Any) -> float | None:
         """Decide known Bedrock errors; delegate everything else to botocore's own handler."""
         try:
-            verdict = self._decide(response, attempts, caught_exception, request_dict, kwargs.get("operation"))
+            verdict = self._decide(response, attempts, caught_exception, request_dict, operation)
         except Exception as exc:
             report_failure("needs-retry", exc)
             verdict = _DELEGATE
+        if verdict is None:
+            return None  # a success: nothing to decide
         if verdict is _DELEGATE:
             if self._botocore_retry is None:
                 return None
             return self._botocore_retry(response=response, attempts=attempts, caught_exception=caught_exception,
-                                        request_dict=request_dict, **kwargs)
+                                        request_dict=request_dict, operation=operation, **kwargs)
         if not verdict.retry:
+            cut = safe_invoke("needs-retry", _cut_short, response, request_dict)
+            if cut is not None:
+                raise cut  # never hand the application a truncated 200: what older botocore raised
             return None
-        if verdict.delay > 0:
-            self.runtime.sleep(verdict.delay)
+        return self._sleep(verdict.delay)
+
+    def _sleep(self, delay: float) -> float:
+        """Sleep the backoff here (botocore gets a zero, so nothing sleeps twice); if the injected sleep
+        fails, botocore sleeps the (bounded) delay itself."""
+        if delay > 0:
+            try:
+                self.runtime.sleep(delay)
+            except Exception as exc:
+                report_failure("backoff sleep", exc)
+                return delay
         return 0  # botocore retries on any non-None answer and sleeps it: we already slept
 
     def _decide(self, response: Any, attempts: int, caught_exception: BaseException | None,
-                request_dict: dict[str, Any] | None, operation: Any = None) -> Any:
-        if response is not None:
-            facts = facts_from_parsed(response[0], response[1], caught_exception)
-        elif caught_exception is not None:
-            facts = facts_from_exception(caught_exception)
+                request_dict: dict[str, Any] | None, operation: Any) -> Any:
+        context = request_dict.get("context") if isinstance(request_dict, dict) else None
+        if caught_exception is not None:
+            source: Any = caught_exception
+            facts: Any = lambda: facts_from_exception(caught_exception)  # noqa: E731
+        elif response is not None:
+            http_response, source = response
+            if http_response.status_code < 300 and not (isinstance(source, dict) and source.get("Error")):
+                cut = facts_from_success(http_response, operation)
+                if cut is None:
+                    return self._succeeded(context, http_response)
+                facts = lambda: cut  # noqa: E731
+            else:
+                facts = lambda: facts_from_parsed(http_response, source)  # noqa: E731
         else:
-            facts = None
-        context = (request_dict or {}).get("context")
-        if facts is None:
-            existing = context.get(STATE_KEY) if isinstance(context, dict) else None
-            if isinstance(existing, CallState):  # this attempt succeeded: earlier verdicts are history
-                existing.classification = existing.verdict = None
             return _DELEGATE
-        classification = classify(facts)
         state = call_state(context)
-        attempts += state.attempt_offset
-        state.attempts = attempts
-        state.classification = classification
+        classification = state.classify(source, facts)
         if classification is None:
-            state.verdict = None
+            return self._unknown(state, attempts, caught_exception, operation)
+        return self._judge(classification, state, attempts, response, caught_exception, context, operation)
+
+    def _succeeded(self, context: Any, http_response: Any) -> None:
+        """The success path: as little as possible (see bench/overhead.py)."""
+        state = existing_state(context)
+        if state is not None:
+            state.succeeded()
+        if self.budget.private:
+            self.budget.refund(context, http_response)
+        return None
+
+    def _unknown(self, state: CallState, attempts: int, caught_exception: BaseException | None,
+                 operation: Any) -> Any:
+        """An error the catalog does not know is botocore's to decide, unless it happened after the
+        request was sent and resending could apply a mutating call twice."""
+        retry = state.retry.at(attempts)
+        if caught_exception is None or resend_is_safe(operation):
+            state.advance(None, retry)
             return _DELEGATE
-        now = self.runtime.clock()
-        if state.first_failure is None:
-            state.first_failure = now
-        entry = classification.entry
-        remedy_ready = False
-        if entry.decision is Decision.FIX_AND_RETRY and not state.remedy_used:
-            remedy_ready = self._apply_remedy(classification, state)
-        verdict = self.policy.decide(classification, attempts, now - state.first_failure,
-                                     reconnected=state.reconnected, remedy_ready=remedy_ready,
-                                     remedy_used=state.remedy_used, resend_safe=resend_is_safe(operation),
-                                     rng=self.runtime.rng)
-        state.verdict = verdict
-        if verdict.reason == "not-idempotent":
-            state.notes.append(f"Not resent: {getattr(operation, 'name', 'this operation')} changes resources, has no "
-                               "idempotency token, and may already have been applied; check its state first.")
-        if verdict.reason == "remedy":
-            state.remedy_used = True
-        elif verdict.reason == "reconnect":
-            state.reconnected = True
-        elif verdict.reason in ("max-attempts", "deadline") and response is not None:
-            metadata = response[1].setdefault("ResponseMetadata", {}) if isinstance(response[1], dict) else {}
-            metadata["MaxAttemptsReached"] = True
-        logger.debug("bedrock-hooks: %s attempt %d -> %s (%s, %.3fs)", entry.name, attempts,
-                     "retry" if verdict.retry else "stop", verdict.reason, verdict.delay)
+        verdict = Verdict(False, reason=Reason.NOT_IDEMPOTENT)
+        state.advance(verdict, retry)
+        logger.info("bedrock-hooks: %s: %s -> stop after attempt %d (%s)", _name(operation),
+                    type(caught_exception).__name__, retry.attempts, verdict.reason.value)
         return verdict
 
-    def _apply_remedy(self, classification: Classification, state: CallState) -> bool:
+    def _judge(self, classification: Classification, state: CallState, attempts: int, response: Any,
+               caught_exception: BaseException | None, context: Any, operation: Any) -> Verdict:
+        retry = state.retry.at(attempts)
+        http_response, parsed = response if response is not None else (None, None)
+
+        def charge() -> int | None:
+            return self.budget.acquire(attempts, operation, context, http_response=http_response, parsed=parsed,
+                                       exception=caught_exception)
+
+        remedy = self._remedy(classification, state) if classification.entry.decision is Decision.FIX_AND_RETRY \
+            else None
+        verdict, retry = self.policy.decide(classification, retry, self.runtime.clock(),
+                                            resend_safe=resend_is_safe(operation), remedy=remedy, budget=charge,
+                                            rng=self.runtime.rng)
+        state.advance(verdict, retry)
+        self._explain(verdict, state, parsed, operation)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(self.policy.describe(_name(operation), classification, verdict, retry.attempts))
+        return verdict
+
+    def _explain(self, verdict: Verdict, state: CallState, parsed: Any, operation: Any) -> None:
+        """What the verdict leaves behind for the application: a note for the hint, botocore's metadata."""
+        if verdict.reason is Reason.NOT_IDEMPOTENT:
+            state.note(f"Not resent: {_name(operation)} changes resources, has no idempotency token, and may "
+                       "already have been applied; check its state first.")
+        elif verdict.reason is Reason.RETRY_QUOTA:
+            state.note("Not retried: this client's retry quota is spent (many failures in a row: an outage); "
+                       "it refills as calls succeed.")
+        flag = "MaxAttemptsReached" if verdict.reason in BUDGET_SPENT else \
+            "RetryQuotaReached" if verdict.reason is Reason.RETRY_QUOTA else None
+        if flag and isinstance(parsed, dict):
+            parsed.setdefault("ResponseMetadata", {})[flag] = True
+
+    # -- remedies ---------------------------------------------------------------------------------
+    def _remedy(self, classification: Classification, state: CallState) -> Any:
+        """The repair for a fix-and-retry entry, applied only if the policy gets that far."""
         entry = classification.entry
         if entry.remedy is Remedy.CLOCK_SKEW:
-            if not self.settings.fix_clock_skew:
-                return False
-            skew = remedies.measure_skew(classification.facts.headers, self.runtime.wall())
-            if skew is None:
-                state.notes.append("No Date header in the response: the clock skew could not be measured.")
-                return False
-            state.clock_skew = skew
-            if not remedies.enable_clock_patch(self):
-                return False
-            self._watch_signing()
-            self.clock_offset = skew
-            state.notes.append(f"bedrock-hooks corrected this client's signing clock by {skew:+.0f}s and retried once.")
-            return True
+            return lambda: self._fix_clock(classification, state)
         if entry.remedy is Remedy.REFRESH_CREDENTIALS:
-            if not self.settings.refresh_credentials:
-                return False
             credentials = getattr(self._signer, "_credentials", None)
-            if remedies.refresh_credentials(credentials):
-                state.notes.append("bedrock-hooks forced a credential refresh and retried once.")
-                return True
-            state.notes.append("These credentials cannot refresh themselves (static keys or session token).")
+            seen = remedies.credentials_in_use(credentials)  # before waiting: who refreshed meanwhile?
+            return lambda: self._refresh(credentials, seen, state)
+        return None
+
+    def _fix_clock(self, classification: Classification, state: CallState) -> bool:
+        if not self.settings.fix_clock_skew:
+            return False
+        skew = remedies.measure_skew(classification.facts.headers, self.runtime.wall())
+        if skew is None:
+            state.note("No Date header in the response: the clock skew could not be measured.")
+            return False
+        state.clock_skew = skew
+        if not remedies.enable_clock_patch(self):
+            return False
+        self._watch_signing()
+        self.clock_offset = skew
+        state.note(f"bedrock-hooks corrected this client's signing clock by {skew:+.0f}s and retried once.")
+        return True
+
+    def _refresh(self, credentials: Any, seen: Any, state: CallState) -> bool:
+        if not self.settings.refresh_credentials:
+            return False
+        if remedies.refresh_credentials(credentials, seen=seen, clock=self.runtime.clock):
+            state.note("bedrock-hooks forced a credential refresh and retried once.")
+            return True
+        state.note("These credentials cannot refresh themselves (static keys or session token).")
         return False
 
     # -- signing clock ----------------------------------------------------------------------------
@@ -247,8 +307,7 @@ class ClientHooks:
         try:
             if http_response is None or getattr(http_response, "status_code", 200) < 300 or not isinstance(parsed, dict):
                 return
-            facts = facts_from_parsed(http_response, parsed)
-            classification = classify(facts) if facts else None
+            classification = classify_attempt(context, parsed, lambda: facts_from_parsed(http_response, parsed))
             if classification is None:
                 return
             info = build_info(classification, self._hint_facts(context))
@@ -263,7 +322,7 @@ class ClientHooks:
         try:
             if exception is None or getattr(exception, "bedrock_hooks", None) is not None:
                 return
-            classification = classify(facts_from_exception(exception))
+            classification = classify_attempt(context, exception, lambda: facts_from_exception(exception))
             if classification is None:
                 return
             annotate_exception(exception, build_info(classification, self._hint_facts(context)))
@@ -271,12 +330,12 @@ class ClientHooks:
             report_failure("after-call-error", exc)
 
     def _hint_facts(self, context: Any) -> HintFacts:
-        state = context.get(STATE_KEY) if isinstance(context, dict) else None
+        state = existing_state(context)
         retries = context.get("retries") if isinstance(context, dict) else None
         attempts = (state.attempts if state and state.attempts else None) or (retries or {}).get("attempt")
         facts = HintFacts(attempts=attempts)
         if state is not None:
-            facts.reason = state.verdict.reason if state.verdict else None
+            facts.reason = state.verdict.reason.value if state.verdict else None
             facts.clock_skew = state.clock_skew
             facts.notes = list(state.notes)
             facts.route = list(state.route)
@@ -284,6 +343,19 @@ class ClientHooks:
         facts.credential_source = remedies.credential_source(credentials)
         facts.botocore_version = _botocore_version()
         return facts
+
+
+def _name(operation: Any) -> str:
+    return str(getattr(operation, "name", None) or "this operation")
+
+
+def _cut_short(response: Any, request_dict: Any) -> BaseException | None:
+    """The exception to raise instead of returning a truncated 2xx whose retries are spent."""
+    if response is None or response[0].status_code >= 300:
+        return None
+    state = existing_state(request_dict.get("context") if isinstance(request_dict, dict) else None)
+    classification = state.classification if state is not None else None
+    return classification.facts.exception if classification is not None else None
 
 
 def _botocore_version() -> str | None:

@@ -35,12 +35,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import compat, process
-from .catalog import Decision
+from .budget import budget_for
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
 from .features import Registrations, Runtime
 from .hints import HintFacts, annotate_exception, build_info
-from .policy import RetryPolicy
+from .policy import Reason, RetryPolicy, Verdict
 from .failsafe import report_failure
 from .state import INHERITED_STATE, CallState, call_state
 
@@ -95,6 +95,7 @@ class StreamHooks:
         self._client = weakref.ref(client)
         retries = getattr(client.meta.config, "retries", None) or {}
         self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
+        self.budget = budget_for(client)  #: the client's retry quota, shared with its unary calls
         self.read_timeout = getattr(client.meta.config, "read_timeout", None)
         self._service_model = client.meta.service_model
         self._registrations = Registrations(self.events)
@@ -154,45 +155,48 @@ class _StreamCall:
         self.params = context.get(_PARAMS_KEY) if isinstance(context, dict) else None
         self.state: CallState = call_state(context)
         retries = context.get("retries") if isinstance(context, dict) else None
-        self.state.attempts = max(self.state.attempts, int((retries or {}).get("attempt") or 1))
+        self.state.retry = self.state.retry.at(int((retries or {}).get("attempt") or 1))
 
     def recover(self, exc: BaseException, content_delivered: bool) -> EventStream | None:
         """A new inner stream to continue with, or None after annotating ``exc`` for the application."""
         classification = classify(facts_from_exception(exc))
         if classification is None:
             return None
-        reason = self._refusal(classification, content_delivered)
+        reason = self._refusal(content_delivered)
         if reason is None:
-            verdict = self._verdict(classification)
+            verdict = self._verdict(classification, exc)
             if verdict.retry:
+                charged = self.state.retry.charged
                 stream = self._reissue(verdict.delay, classification)
                 if stream is not None:
+                    self.hooks.budget.give_back(charged)  # a retry that succeeded gets its cost back
                     return stream
-                reason = "reissue-failed"
+                reason = Reason.REISSUE_FAILED
             else:
                 reason = verdict.reason
         self._annotate(exc, classification, reason)
         return None
 
-    def _refusal(self, classification: Classification, content_delivered: bool) -> str | None:
+    def _refusal(self, content_delivered: bool) -> Reason | None:
         if content_delivered:
-            return "content-delivered"
+            return Reason.CONTENT_DELIVERED
         if not self.hooks.recoverable(self.operation) or self.params is None:
-            return "not-recoverable"
-        if classification.entry.decision is not Decision.RETRY:
-            return classification.entry.decision.value
+            return Reason.NOT_RECOVERABLE
         return None
 
-    def _verdict(self, classification: Classification):
-        state = self.state
-        now = self.hooks.runtime.clock()
-        if state.first_failure is None:
-            state.first_failure = now
-        verdict = self.hooks.policy.decide(classification, state.attempts, now - state.first_failure,
-                                           reconnected=state.reconnected, rng=self.hooks.runtime.rng)
-        if verdict.reason == "reconnect":
-            state.reconnected = True
-        state.verdict = verdict
+    def _verdict(self, classification: Classification, exc: BaseException) -> Verdict:
+        """The same decision as for a unary call (inference streams are reads: resending is safe)."""
+        state, hooks = self.state, self.hooks
+
+        def charge() -> int | None:
+            return hooks.budget.acquire(state.attempts, hooks._service_model.operation_model(self.operation),
+                                        {}, parsed=getattr(exc, "response", None), exception=exc)
+
+        verdict, retry = hooks.policy.decide(classification, state.retry, hooks.runtime.clock(), budget=charge,
+                                             rng=hooks.runtime.rng)
+        state.advance(verdict, retry)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(hooks.policy.describe(self.operation, classification, verdict, retry.attempts))
         return verdict
 
     def _reissue(self, delay: float, classification: Classification) -> EventStream | None:
@@ -203,7 +207,7 @@ class _StreamCall:
             self.hooks.runtime.sleep(delay)
         logger.info("bedrock-hooks: %s failed before any content (%s); re-issuing (attempt %d)",
                     self.operation, classification.entry.name, self.state.attempts + 1)
-        self.state.attempt_offset = self.state.attempts
+        self.state.retry = self.state.retry.continued()
         token_state, token_flag = INHERITED_STATE.set(self.state), _reissuing.set(True)
         try:
             response = _method(client, self.operation)(**self.params)
@@ -214,12 +218,12 @@ class _StreamCall:
             INHERITED_STATE.reset(token_state)
             _reissuing.reset(token_flag)
         retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
-        self.state.attempts += 1 + int(retries or 0)
+        self.state.retry = self.state.retry.at(1 + int(retries or 0))
         self.response.setdefault("ResponseMetadata", {})["RetryAttempts"] = self.state.attempts - 1
         stream = response.get(self.member)
         return stream if _is_event_stream(stream) else None
 
-    def _annotate(self, exc: BaseException, classification: Classification, reason: str) -> None:
+    def _annotate(self, exc: BaseException, classification: Classification, reason: Reason) -> None:
         if not self.hooks.settings.hints:
             return
         facts = HintFacts(attempts=self.state.attempts, reason=reason)

@@ -119,6 +119,7 @@ CASES = [
          "retry", 2, True),
     Case("IdleConnectionReset", Reply.reset(), "retry", 2, True),
     Case("IdleConnectionReset", Reply.close(), "retry", 2, True),
+    Case("TruncatedResponse", Reply.truncated(Reply.ok(), 10), "retry", 2, True),  # botocore old and new alike
 ]
 
 

@@ -26,7 +26,7 @@ import re
 import pytest
 
 import bedrock_hooks
-from bedrock_hooks import features, retry as handlers, keepalive, remedies, failsafe as safety, streaming
+from bedrock_hooks import classification, features, retry as handlers, keepalive, remedies, failsafe as safety, streaming
 from bedrock_hooks.hints import PREFIX
 from bedrock_hooks.testing import EventFrame, Reply
 from conftest import make_client, new_session
@@ -134,7 +134,7 @@ def compare(server, fake_time, caplog, runs, expected, *, service="bedrock-runti
 
 @pytest.mark.parametrize("error", [boom, boom_key])
 def test_classification_bug_leaves_every_call_to_botocore(error, server, fake_time, caplog, monkeypatch):
-    monkeypatch.setattr(handlers, "classify", error)
+    monkeypatch.setattr(classification, "classify", error)  # the one classification every feature shares
     compare(server, fake_time, caplog,
             [(RETRIED_OK, converse), (S503, converse), (VALIDATION, converse), (RESETS, converse)],
             {"needs-retry", "after-call", "after-call-error"})

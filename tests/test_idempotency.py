@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 import bedrock_hooks
 from bedrock_hooks.policy import resend_is_safe
@@ -69,3 +69,80 @@ def test_resend_rule_reads_the_service_model():
     assert resend_is_safe(model.operation_model("CreateGuardrail"))
     assert not resend_is_safe(model.operation_model("DeleteGuardrail"))
     assert not resend_is_safe(model.operation_model("PutModelInvocationLoggingConfiguration"))
+
+
+# -- issue 11 #7: "mutating" comes from the operation model, and 500/502/504 are ambiguous --------------
+
+def test_mutating_is_read_from_the_http_method_not_the_name(server, fake_time):
+    """TagResource (POST) changes the resource although its name starts with none of the old prefixes."""
+    client = control_plane(server, fake_time)
+    server.script(Reply.reset())
+    with pytest.raises(ConnectionClosedError) as raised:
+        client.tag_resource(resourceARN="arn:aws:bedrock:us-east-1:123456789012:guardrail/gr-1",
+                            tags=[{"key": "k", "value": "v"}])
+    assert len(server.requests) == 1
+    assert raised.value.bedrock_hooks["stopped_because"] == "not-idempotent"
+
+
+@pytest.mark.parametrize("reply", [Reply.internal_server(), Reply.raw(502, "<html>502 Bad Gateway</html>"),
+                                   Reply.raw(504, "<html>504 Gateway Time-out</html>")], ids=["500", "502", "504"])
+def test_server_errors_that_may_have_applied_the_call_are_not_resent(reply, server, fake_time):
+    client = control_plane(server, fake_time)
+    server.script(reply)
+    with pytest.raises(ClientError) as raised:
+        client.delete_guardrail(guardrailIdentifier="gr-1")
+    assert len(server.requests) == 1
+    info = raised.value.response["BedrockHooks"]
+    assert info["stopped_because"] == "not-idempotent"
+    assert "DeleteGuardrail" in " ".join(info["details"]["notes"])
+
+
+def test_server_error_on_a_call_with_a_token_or_a_read_is_resent(server, fake_time):
+    client = control_plane(server, fake_time)
+    server.script(Reply.internal_server(), Reply.ok({"guardrailId": "g1", "guardrailArn": "arn:aws:bedrock:us-east-1:1:"
+                                                     "guardrail/g1", "version": "DRAFT", "createdAt": "2026-01-01T00:00:00Z"}))
+    create_guardrail(client)
+    assert len(server.requests) == 2
+    server.reset()
+    server.script(Reply.internal_server())
+    client.list_foundation_models()
+    assert len(server.requests) == 2
+
+
+def test_unknown_transport_failure_of_a_mutating_call_is_not_left_to_botocore(server, fake_time, monkeypatch):
+    """botocore standard mode resends on any HTTPClientError; after the request may have left, the library does not."""
+    import botocore.endpoint
+    from botocore.exceptions import HTTPClientError
+
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)  # botocore's own backoff
+    client = control_plane(server, fake_time)
+    sent = []
+
+    def fail_once(request, **kwargs):
+        sent.append(request.url)
+        if len(sent) == 1:
+            raise HTTPClientError(error="injected transport failure")
+
+    client.meta.events.register("before-send.bedrock", fail_once)
+    with pytest.raises(HTTPClientError):
+        client.delete_guardrail(guardrailIdentifier="gr-1")
+    assert len(sent) == 1
+    sent.clear()
+    client.list_foundation_models()  # a read: botocore's own retry still applies
+    assert len(sent) == 2
+
+
+def test_mutating_rule_covers_every_bedrock_service_model():
+    import botocore.session
+
+    session = botocore.session.get_session()
+    runtime = session.get_service_model("bedrock-runtime")
+    control = session.get_service_model("bedrock")
+    agents = session.get_service_model("bedrock-agent-runtime")
+    assert resend_is_safe(runtime.operation_model("Converse"))
+    assert resend_is_safe(runtime.operation_model("StartAsyncInvoke"))  # mutating, with clientRequestToken
+    assert resend_is_safe(control.operation_model("ListTagsForResource"))  # a POST that only reads
+    assert not resend_is_safe(control.operation_model("TagResource"))
+    assert not resend_is_safe(control.operation_model("CreateFoundationModelAgreement"))
+    assert not resend_is_safe(agents.operation_model("InvokeAgent"))  # may run action groups
+    assert resend_is_safe(agents.operation_model("Retrieve"))

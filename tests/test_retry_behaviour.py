@@ -13,24 +13,18 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 
 import bedrock_hooks
 import bedrock_hooks.classification as classify_module
-from bedrock_hooks.retry import ClientHooks
+from bedrock_hooks.budget import budget_for
 from bedrock_hooks.testing import Reply
 from conftest import converse, make_client, new_session
 
 MODES = ["legacy", "standard", "adaptive"]
 
 
-def hooks_of(client) -> ClientHooks:
-    from bedrock_hooks.installation import _clients
-
-    return next(f for f in _clients[client][1] if isinstance(f, ClientHooks))
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_throttling_backs_off_longer_than_transient_errors(mode, server, fake_time):
     session = new_session()
     bedrock_hooks.install(session, runtime=fake_time.runtime(), backoff_base=0.1, throttle_backoff_base=10,
-                          backoff_cap=1000, retry_deadline=10_000)
+                          backoff_cap=1000, retry_deadline=10_000, max_attempts=5)
     client = make_client(session, server, mode=mode)
     server.script(*[Reply.service_unavailable()] * 4)
     converse(client)
@@ -130,7 +124,7 @@ def test_no_double_sleeping(mode, server, fake_time, monkeypatch):
     botocore_sleeps: list[float] = []
     monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: botocore_sleeps.append(s))
     session = new_session()
-    bedrock_hooks.install(session, runtime=fake_time.runtime())
+    bedrock_hooks.install(session, runtime=fake_time.runtime(), max_attempts=5)
     client = make_client(session, server, mode=mode)
     server.script(Reply.throttling(), Reply.internal_server(), Reply.service_unavailable())
     converse(client)
@@ -138,16 +132,20 @@ def test_no_double_sleeping(mode, server, fake_time, monkeypatch):
     assert botocore_sleeps == [0, 0, 0]
 
 
-def test_standard_mode_retry_quota_is_not_leaked(server, fake_time):
-    session = new_session()
-    bedrock_hooks.install(session, runtime=fake_time.runtime())
-    client = make_client(session, server, mode="standard")
-    quota = hooks_of(client)._botocore_retry.__self__._retry_quota._quota
-    before = quota.available_capacity
-    for _ in range(20):
-        server.script(Reply.throttling(), Reply.service_unavailable())
-        converse(client)
-    assert quota.available_capacity == before
+def test_standard_mode_retry_quota_is_charged_and_refunded_as_botocore_does(server, fake_time, monkeypatch):
+    """The library's retries draw from the client's own quota exactly as botocore's would (issue 11 #18)."""
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)  # plain botocore's backoff
+    left = {}
+    for hooked in (False, True):
+        session = new_session()
+        if hooked:
+            bedrock_hooks.install(session, runtime=fake_time.runtime())
+        client = make_client(session, server, mode="standard")
+        for _ in range(20):
+            server.script(Reply.throttling(), Reply.service_unavailable())
+            converse(client)
+        left[hooked] = budget_for(client).available
+    assert left[True] == left[False] < 500
 
 
 def test_unknown_errors_are_left_to_botocore(server, fake_time):
@@ -169,10 +167,10 @@ def test_unknown_errors_are_left_to_botocore(server, fake_time):
 
 def test_reset_is_retried_at_once_then_with_backoff(server, fake_time):
     session = new_session()
-    bedrock_hooks.install(session, runtime=fake_time.runtime())
+    bedrock_hooks.install(session, runtime=fake_time.runtime(), max_attempts=5)
     client = make_client(session, server)
     server.script(Reply.reset(), Reply.reset(), Reply.reset())
-    converse(client)
+    converse(client)  # max_attempts=5 above: a reset is not a throttle, it gets 3 attempts by default
     assert len(server.requests) == 4
     assert len(fake_time.sleeps) == 2  # the first retry was immediate
     assert len({r.connection_id for r in server.requests}) == 4
@@ -327,7 +325,7 @@ def test_a_failing_handler_is_logged_once_and_botocore_decides(server, fake_time
     def boom(facts):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr("bedrock_hooks.retry.classify", boom)
+    monkeypatch.setattr("bedrock_hooks.classification.classify", boom)
     session = new_session()
     bedrock_hooks.install(session, runtime=fake_time.runtime())
     client = make_client(session, server, mode="standard")
