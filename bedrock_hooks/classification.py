@@ -109,8 +109,9 @@ def facts_from_success(http_response: Any, operation_model: Any) -> ErrorFacts |
     botocore 1.43.115+ reads non-streaming bodies without enforcing ``Content-Length``, so a 200
     cut short comes back as ``{}`` or a partial result instead of raising. A body shorter than its
     ``Content-Length`` (or, without one, JSON that does not parse) is what an older botocore
-    reported as a closed connection: the facts carry that very exception (``ConnectionClosedError``
-    from ``IncompleteRead``), so both botocore lines classify, retry and report it alike.
+    reported as a closed connection (``ConnectionClosedError`` from ``IncompleteRead``); the facts
+    carry botocore's own ``IncompleteReadError`` for it, so both botocore lines classify, retry and
+    report it alike (catalog entry ``TruncatedResponse``).
     Streaming outputs (InvokeModel's body, event streams) are read by the application, not here.
     """
     if operation_model is None or operation_model.has_streaming_output or operation_model.has_event_stream_output:
@@ -131,7 +132,7 @@ def facts_from_success(http_response: Any, operation_model: Any) -> ErrorFacts |
         return None
     else:
         expected = None
-    return ErrorFacts(exception=_incomplete_read(http_response, body, expected))
+    return ErrorFacts(exception=_incomplete_read(body, expected))
 
 
 def _unparsable_json(body: bytes, operation_model: Any) -> bool:
@@ -144,16 +145,25 @@ def _unparsable_json(body: bytes, operation_model: Any) -> bool:
     return False
 
 
-def _incomplete_read(http_response: Any, body: bytes, expected: int | None) -> BaseException:
-    """The exception an older botocore raises for the same cut: ConnectionClosedError(IncompleteRead)."""
-    import http.client
+def _incomplete_read(body: bytes, expected: int | None) -> BaseException:
+    """botocore's own error for a body shorter than its length, raised by botocore's own check.
 
-    from botocore.exceptions import ConnectionClosedError
-    from urllib3.exceptions import ProtocolError
+    ``StreamingBody`` verifies ``Content-Length`` for streaming outputs on every botocore; running
+    the cut body through it yields ``IncompleteReadError`` raised inside botocore, exactly as a
+    streaming read reports it. A body without a length that ends inside its JSON has no length to
+    compare: the same error states what is known.
+    """
+    import io
 
-    cut = http.client.IncompleteRead(body, None if expected is None else expected - len(body))
-    error = ProtocolError(f"Connection broken: {cut!r}", cut)
-    return ConnectionClosedError(endpoint_url=getattr(http_response, "url", None) or "", error=error)
+    from botocore.exceptions import IncompleteReadError
+    from botocore.response import StreamingBody
+
+    if expected is not None:
+        try:
+            StreamingBody(io.BytesIO(body), expected).read()
+        except IncompleteReadError as error:
+            return error
+    return IncompleteReadError(actual_bytes=len(body), expected_bytes="more (the JSON body ends early)")
 
 
 def classify(facts: ErrorFacts) -> Classification | None:

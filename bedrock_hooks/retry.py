@@ -150,7 +150,7 @@ class ClientHooks:
         if not verdict.retry:
             cut = safe_invoke("needs-retry", _cut_short, response, request_dict)
             if cut is not None:
-                raise cut  # never hand the application a truncated 200: what older botocore raised
+                raise cut  # never hand the application a truncated 200: botocore's own error for a cut body
             return None
         return self._sleep(verdict.delay)
 
