@@ -6,9 +6,9 @@ requests where plain botocore's standard mode sent 140). So each retry is charge
 charges its own, through botocore's own objects:
 
 * standard and adaptive mode: the client's own ``RetryQuotaChecker`` (the one botocore's retry
-  handler uses). Its costs are botocore's (retry 5, timeout 10 in botocore 1.4x up to 1.43; retry 14,
-  throttling 5 later), it records the charge in the call's context, and botocore's own ``after-call``
-  handler refunds it on success (1 for a call that needed no retry). Library and botocore draw from
+  handler uses). Its costs are botocore's (botocore 1.43.11: retry 5, timeout 10, throttling 5;
+  1.44.8: retry 14, throttling 5), it records the charge in the call's context, and botocore's own
+  ``after-call`` handler refunds it on success (1 for a call that needed no retry). Library and botocore draw from
   one quota, so together they never send more than plain standard mode would;
 * legacy mode (no quota in botocore): a private ``RetryQuotaChecker`` of the same class and capacity,
   refunded by the retry feature when an attempt succeeds.
@@ -22,23 +22,22 @@ import threading
 import weakref
 from typing import Any
 
-from botocore.retries import quota as _quota
-from botocore.retries import standard as _standard
+from . import compat
 
 _lock = threading.Lock()
 _budgets: weakref.WeakKeyDictionary[Any, RetryBudget] = weakref.WeakKeyDictionary()
 
 
 class RetryBudget:
-    """One client's retry quota, as botocore's ``RetryQuotaChecker`` keeps it."""
+    """One client's retry quota, as botocore's ``RetryQuotaChecker`` keeps it (None: not metered)."""
 
     def __init__(self, checker: Any, *, private: bool) -> None:
         self.checker = checker
         self.private = private  #: True: legacy mode, refunded by the library (botocore refunds its own)
 
     @property
-    def available(self) -> int:
-        return int(self.checker._quota.available_capacity)
+    def available(self) -> int | None:
+        return None if self.checker is None else int(self.checker._quota.available_capacity)
 
     def acquire(self, attempt: int, operation_model: Any, request_context: Any, *, http_response: Any = None,
                 parsed: Any = None, exception: BaseException | None = None) -> int | None:
@@ -47,11 +46,15 @@ class RetryBudget:
         botocore's checker prices the retry from the same facts its own handler sees (throttling,
         timeout or other) and notes the charge in the call's context for the refund.
         """
+        if self.checker is None:
+            return 0
+        from botocore.retries.standard import RetryContext
+
         if not isinstance(request_context, dict):
             request_context = {}
-        context = _standard.RetryContext(attempt_number=attempt, operation_model=operation_model,
-                                         parsed_response=parsed, http_response=http_response,
-                                         caught_exception=exception, request_context=request_context)
+        context = RetryContext(attempt_number=attempt, operation_model=operation_model, parsed_response=parsed,
+                               http_response=http_response, caught_exception=exception,
+                               request_context=request_context)
         if not self.checker.acquire_retry_quota(context):
             return None
         return int(request_context.get("retry_quota_capacity") or 0)
@@ -63,37 +66,47 @@ class RetryBudget:
 
     def give_back(self, amount: int) -> None:
         """Return ``amount`` (a re-issued stream that succeeded: its new call's refund covers only itself)."""
-        if amount > 0:
+        if amount > 0 and self.checker is not None:
             self.checker._quota.release(amount)
 
 
 def budget_for(client: Any) -> RetryBudget:
-    """The retry budget of ``client``: botocore's quota when its retry mode has one, else a private one."""
+    """The retry budget of ``client``: botocore's quota when its retry mode has one, else a private one.
+
+    Made once per client, when its first feature attaches (the retry slot still holds botocore's
+    handler then), and shared by its unary calls and streams. Where the internals are missing
+    (:mod:`.compat`), retries are not metered, as before this budget existed.
+    """
     with _lock:
         budget = _budgets.get(client)
         if budget is None:
-            checker = _botocore_checker(client)
-            budget = RetryBudget(checker or _new_checker(), private=checker is None)
+            if not compat.available(compat.RETRY_QUOTA):
+                budget = RetryBudget(None, private=False)
+            else:
+                checker = _botocore_checker(client)
+                budget = RetryBudget(checker or _new_checker(), private=checker is None)
             _budgets[client] = budget
         return budget
 
 
 def _new_checker() -> Any:
-    detector = _standard.ThrottlingErrorDetector(_standard.RetryEventAdapter())
-    return _standard.RetryQuotaChecker(_quota.RetryQuota(), detector)
+    from botocore.retries import quota, standard
+
+    return standard.RetryQuotaChecker(quota.RetryQuota(), standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
 
 
 def _botocore_checker(client: Any) -> Any:
-    """The ``RetryQuotaChecker`` botocore registered on this client's ``after-call`` to refund its quota.
+    """The ``RetryQuotaChecker`` of botocore's retry handler in the client's retry slot (standard and
+    adaptive mode; legacy mode has none), looking through the retry feature if it holds the slot."""
+    from botocore.retries.standard import RetryQuotaChecker
 
-    Found through the refund handler rather than the retry slot, which the retry feature takes over.
-    """
-    events = client.meta.events
-    while hasattr(events, "_emitter"):
-        events = events._emitter
-    service = client.meta.service_model.service_id.hyphenize()
-    for handler in events._handlers.prefix_search(f"after-call.{service}"):
+    from .retry import botocore_retry_handler
+
+    handler = botocore_retry_handler(client.meta.events, client.meta.service_model.service_id.hyphenize())
+    for _ in range(3):
         owner = getattr(handler, "__self__", None)
-        if isinstance(owner, _standard.RetryQuotaChecker):
-            return owner
+        checker = getattr(owner, "_retry_quota", None)
+        if isinstance(checker, RetryQuotaChecker):
+            return checker
+        handler = getattr(owner, "_botocore_retry", None)  # the retry feature keeps botocore's handler
     return None

@@ -218,7 +218,8 @@ def _refreshable_credentials() -> bool:
 
     expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
     credentials = RefreshableCredentials("AKIDCOMPATPROBE", "compat-probe-secret", None, expiry, refresh, "probe")
-    return credentials._refresh_using is refresh and "is_mandatory" in _parameters(credentials._protected_refresh)
+    return (credentials._refresh_using is refresh and "is_mandatory" in _parameters(credentials._protected_refresh)
+            and callable(credentials._refresh_lock.acquire) and callable(credentials._refresh_lock.release))
 
 
 def _event_stream() -> bool:
@@ -234,11 +235,15 @@ def _event_stream() -> bool:
 def _retry_quota() -> bool:
     from botocore.retries import quota, standard
 
-    checker = standard.RetryQuotaChecker(quota.RetryQuota())
+    detector = standard.ThrottlingErrorDetector(standard.RetryEventAdapter())
+    checker = standard.RetryQuotaChecker(quota.RetryQuota(), detector)
     handler = standard.RetryHandler(None, None, checker)
     inner = checker._quota
+    context = standard.RetryContext(attempt_number=1, operation_model=None, parsed_response=None,
+                                    http_response=None, caught_exception=None, request_context={})
     return (handler._retry_quota is checker and callable(inner.acquire) and callable(inner.release)
-            and isinstance(inner.available_capacity, int))
+            and isinstance(inner.available_capacity, int) and callable(checker.release_retry_quota)
+            and checker.acquire_retry_quota(context) and "retry_quota_capacity" in context.request_context)
 
 
 def _boto3_sessions() -> bool:
@@ -276,14 +281,14 @@ CHECKS: tuple[Check, ...] = (
           _signer_credentials),
     Check("Credentials.access_key / RefreshableCredentials._access_key (read without a refresh)", (QUOTA_SCOPE,),
           _credential_fields),
-    Check("RefreshableCredentials._protected_refresh(is_mandatory) / _refresh_using", (REFRESH_CREDENTIALS,),
-          _refreshable_credentials),
+    Check("RefreshableCredentials._protected_refresh(is_mandatory) / _refresh_using / _refresh_lock",
+          (REFRESH_CREDENTIALS,), _refreshable_credentials),
     Check("botocore.eventstream.EventStream._raw_stream / _event_generator / _parse_event / _parser / "
           "_output_shape / _operation_name", (STREAMS,), _event_stream),
     Check("RequestSigner.sign honours request.context['signing']['region']", (REGION_FAILOVER,),
           _signing_context_region),
-    Check("botocore.retries.standard.RetryHandler._retry_quota / RetryQuotaChecker._quota", (RETRY_QUOTA,),
-          _retry_quota),
+    Check("botocore.retries.standard.RetryHandler._retry_quota / RetryQuotaChecker._quota, "
+          "acquire_retry_quota(RetryContext), release_retry_quota", (RETRY_QUOTA,), _retry_quota),
     Check("boto3._get_default_session / boto3.Session._session", (SESSIONS,), _boto3_sessions),
 )
 
