@@ -30,6 +30,7 @@ from .classification import Classification, ErrorFacts, classify, parse_wait
 from .config import Settings, load_settings
 from .hints import HintFacts, build_info, hint_line
 from .policy import RetryPolicy, Verdict, resend_is_safe
+from .state import RetryState
 from .reference import recognised_by
 
 _BOTOCORE_ERROR = re.compile(r"An error occurred \(([^)]+)\) when calling the (\w+) operation[^:]*:\s*(.*)", re.S)
@@ -160,17 +161,14 @@ def retry_verdicts(policy: RetryPolicy, classification: Classification, *, remed
                    resend_safe: bool = True, rng: random.Random = _LONGEST) -> list[Verdict]:
     """The policy's verdicts for a call whose every attempt fails the same way (sleeps taken from ``rng``)."""
     verdicts: list[Verdict] = []
-    elapsed, reconnected, remedy_used = 0.0, False, False
+    state, now = RetryState(), 0.0
     while True:
-        verdict = policy.decide(classification, len(verdicts) + 1, elapsed, reconnected=reconnected,
-                                remedy_ready=remedy_ready and not remedy_used, remedy_used=remedy_used,
-                                resend_safe=resend_safe, rng=rng)
+        verdict, state = policy.decide(classification, state.at(len(verdicts) + 1), now, resend_safe=resend_safe,
+                                       remedy=lambda: remedy_ready, rng=rng)
         verdicts.append(verdict)
         if not verdict.retry:
             return verdicts
-        elapsed += verdict.delay
-        reconnected = reconnected or verdict.reason == "reconnect"
-        remedy_used = remedy_used or verdict.reason == "remedy"
+        now += verdict.delay
 
 
 def behaviour(found: Explanation, settings: Settings) -> Behaviour:
@@ -296,12 +294,17 @@ def _pacing_steps(found: Explanation, settings: Settings, steps: list[str]) -> N
 
 def _stop_reason(verdict: Verdict, policy: RetryPolicy, entry: Entry, settings: Settings) -> str:
     if verdict.reason == "max-attempts":
-        if entry.max_attempts and entry.max_attempts < policy.max_attempts:
+        limit = policy.attempt_limit(entry)
+        if entry.max_attempts and entry.max_attempts == limit and limit < policy.max_attempts:
             return f"this error allows at most {entry.max_attempts} attempts"
+        if limit < policy.max_attempts:
+            return (f"{limit} attempts for errors other than throttling, as botocore's standard mode, so an outage "
+                    "costs no more requests than without the library; BEDROCK_HOOKS_MAX_ATTEMPTS or a client's "
+                    "Config(retries={'max_attempts': N}) sets every error's count")
         source = ("set by BEDROCK_HOOKS_MAX_ATTEMPTS" if settings.explicitly_set("max_attempts") else
                   "the default; a client's own Config(retries={'max_attempts': N}) wins while "
                   "BEDROCK_HOOKS_MAX_ATTEMPTS is unset")
-        return f"BEDROCK_HOOKS_MAX_ATTEMPTS={policy.max_attempts}, {source}"
+        return f"BEDROCK_HOOKS_MAX_ATTEMPTS={limit}, {source}"
     if verdict.reason == "deadline":
         return f"BEDROCK_HOOKS_RETRY_DEADLINE={settings.retry_deadline:g} s"
     if verdict.reason == "remedy-used":
@@ -310,7 +313,7 @@ def _stop_reason(verdict: Verdict, policy: RetryPolicy, entry: Entry, settings: 
         return "the repair is not available"
     if verdict.reason == "not-idempotent":
         return "it may already have been applied"
-    return verdict.reason
+    return str(getattr(verdict.reason, "value", verdict.reason))
 
 
 def _reroute_steps(found: Explanation, settings: Settings, steps: list[str]) -> tuple[str, ...]:

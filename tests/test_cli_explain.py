@@ -108,7 +108,7 @@ def test_explain_on_demand_with_a_fallback_chain(server, fake_time, monkeypatch)
     ("ThrottlingException", {"BEDROCK_HOOKS_MAX_ATTEMPTS": "3"}, Reply.throttling(), 3),
     ("ThrottlingException", {"BEDROCK_HOOKS_MAX_ATTEMPTS": "2", "BEDROCK_HOOKS_FALLBACKS": f"{PRIMARY}={SECOND}"},
      Reply.throttling(), 4),
-    ("503", {}, Reply.service_unavailable(), 5),
+    ("503", {}, Reply.service_unavailable(), 3),  # botocore standard mode's 3: an outage costs no more requests
     ("ModelTimeoutException", {"BEDROCK_HOOKS_MAX_ATTEMPTS": "6"}, Reply.model_timeout(), 3),
     (DAILY, {}, Reply.throttling(DAILY), 1),
     (DAILY, {"BEDROCK_HOOKS_FALLBACKS": f"{PRIMARY}={SECOND}"}, Reply.throttling(DAILY), 2),
