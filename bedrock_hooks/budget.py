@@ -18,13 +18,12 @@ One budget per client, shared by its unary calls and its streams.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import Any
 
-from . import compat
+from . import compat, process
 
-_lock = threading.Lock()
+_lock = process.lock()
 _budgets: weakref.WeakKeyDictionary[Any, RetryBudget] = weakref.WeakKeyDictionary()
 
 

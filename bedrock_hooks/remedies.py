@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import patches
+from . import patches, process
 from .classification import header
 
 logger = logging.getLogger("bedrock_hooks.remedies")
@@ -95,7 +95,7 @@ def credential_source(credentials: Any) -> str | None:
 #: takes one round trip, so its request was almost surely signed before the refresh.
 REFRESH_REUSE_WINDOW = 2.0
 _refreshed_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-_refreshed_lock = threading.Lock()
+_refreshed_lock = process.lock()
 
 
 def credentials_in_use(credentials: Any) -> Any:
