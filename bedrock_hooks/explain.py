@@ -29,9 +29,9 @@ from .catalog import ENTRIES, Backoff, Decision, Entry, Remedy
 from .classification import Classification, ErrorFacts, classify, parse_wait
 from .config import Settings, load_settings
 from .hints import HintFacts, build_info, hint_line
-from .policy import RetryPolicy, Verdict, resend_is_safe
-from .state import RetryState
+from .policy import Reason, RetryPolicy, Verdict, resend_is_safe
 from .reference import recognised_by
+from .state import RetryState
 
 _BOTOCORE_ERROR = re.compile(r"An error occurred \(([^)]+)\) when calling the (\w+) operation[^:]*:\s*(.*)", re.S)
 _TOKEN = re.compile(r"^[A-Za-z][\w.:#/-]*$")
@@ -159,7 +159,10 @@ _LONGEST, _SHORTEST = _Extreme(1.0 - 1e-12), _Extreme(0.0)
 
 def retry_verdicts(policy: RetryPolicy, classification: Classification, *, remedy_ready: bool = True,
                    resend_safe: bool = True, rng: random.Random = _LONGEST) -> list[Verdict]:
-    """The policy's verdicts for a call whose every attempt fails the same way (sleeps taken from ``rng``)."""
+    """The policy's verdicts for a call whose every attempt fails the same way (sleeps taken from ``rng``).
+
+    No retry quota is charged: one call never spends it (an outage of many calls does, and then stops early).
+    """
     verdicts: list[Verdict] = []
     state, now = RetryState(), 0.0
     while True:
@@ -278,7 +281,10 @@ def _describe_retries(retries: list[Verdict], entry: Entry, settings: Settings) 
         lines.append(f"{'then, before each further retry' if len(waits) < len(retries) else 'before each retry'}, "
                      "a random sleep of up to "
                      f"{shown} s ({'throttling ' if throttle else ''}backoff with full jitter: {variable}={base:g} s, "
-                     f"doubling, at most BEDROCK_HOOKS_BACKOFF_CAP={settings.backoff_cap:g} s).")
+                     f"doubling, at most BEDROCK_HOOKS_BACKOFF_CAP={settings.backoff_cap:g} s); a Retry-After or "
+                     f"x-amz-retry-after header of at most {settings.backoff_cap:g} s replaces it.")
+    lines.append("each retry is paid from the client's retry quota, shared with botocore's own retries: in an "
+                 "outage retrying stops once it is spent, as in plain botocore's standard mode.")
     return lines
 
 
@@ -293,27 +299,35 @@ def _pacing_steps(found: Explanation, settings: Settings, steps: list[str]) -> N
 
 
 def _stop_reason(verdict: Verdict, policy: RetryPolicy, entry: Entry, settings: Settings) -> str:
-    if verdict.reason == "max-attempts":
-        limit = policy.attempt_limit(entry)
-        if entry.max_attempts and entry.max_attempts == limit and limit < policy.max_attempts:
-            return f"this error allows at most {entry.max_attempts} attempts"
-        if limit < policy.max_attempts:
-            return (f"{limit} attempts for errors other than throttling, as botocore's standard mode, so an outage "
-                    "costs no more requests than without the library; BEDROCK_HOOKS_MAX_ATTEMPTS or a client's "
-                    "Config(retries={'max_attempts': N}) sets every error's count")
-        source = ("set by BEDROCK_HOOKS_MAX_ATTEMPTS" if settings.explicitly_set("max_attempts") else
-                  "the default; a client's own Config(retries={'max_attempts': N}) wins while "
-                  "BEDROCK_HOOKS_MAX_ATTEMPTS is unset")
-        return f"BEDROCK_HOOKS_MAX_ATTEMPTS={limit}, {source}"
-    if verdict.reason == "deadline":
-        return f"BEDROCK_HOOKS_RETRY_DEADLINE={settings.retry_deadline:g} s"
-    if verdict.reason == "remedy-used":
-        return "the repair is tried once per call"
-    if verdict.reason == "remedy-unavailable":
-        return "the repair is not available"
-    if verdict.reason == "not-idempotent":
-        return "it may already have been applied"
-    return str(getattr(verdict.reason, "value", verdict.reason))
+    reason = Reason(verdict.reason)
+    if reason is Reason.MAX_ATTEMPTS:
+        return _attempts_source(policy, entry, settings)
+    return _STOPS.get(reason, reason.value).format(deadline=settings.retry_deadline)
+
+
+def _attempts_source(policy: RetryPolicy, entry: Entry, settings: Settings) -> str:
+    """Where the attempt limit of ``entry`` comes from: the entry, the variable, or the defaults."""
+    limit = policy.attempt_limit(entry)
+    if entry.max_attempts and entry.max_attempts == limit and limit < policy.max_attempts:
+        return f"this error allows at most {entry.max_attempts} attempts"
+    if limit < policy.max_attempts:
+        return (f"{limit} attempts for errors other than throttling, as botocore's standard mode, so an outage "
+                "costs no more requests than without the library; BEDROCK_HOOKS_MAX_ATTEMPTS or a client's "
+                "Config(retries={'max_attempts': N}) sets every error's count")
+    source = ("set by BEDROCK_HOOKS_MAX_ATTEMPTS" if settings.explicitly_set("max_attempts") else
+              "the default; a client's own Config(retries={'max_attempts': N}) wins while "
+              "BEDROCK_HOOKS_MAX_ATTEMPTS is unset")
+    return f"BEDROCK_HOOKS_MAX_ATTEMPTS={limit}, {source}"
+
+
+#: Why a call stops retrying, in words (``{deadline}`` is BEDROCK_HOOKS_RETRY_DEADLINE).
+_STOPS = {
+    Reason.DEADLINE: "BEDROCK_HOOKS_RETRY_DEADLINE={deadline:g} s",
+    Reason.REMEDY_USED: "the repair is tried once per call",
+    Reason.REMEDY_UNAVAILABLE: "the repair is not available",
+    Reason.NOT_IDEMPOTENT: "it may already have been applied",
+    Reason.RETRY_QUOTA: "the client's retry quota is spent",
+}
 
 
 def _reroute_steps(found: Explanation, settings: Settings, steps: list[str]) -> tuple[str, ...]:
