@@ -7,11 +7,13 @@ removes exactly what they added and nothing another plugin (OpenTelemetry, X-Ray
 
 from __future__ import annotations
 
+import importlib
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class Feature(Protocol):
@@ -34,6 +36,40 @@ class Runtime:
 
 #: A factory for one per-client feature; returns None when settings disable the feature.
 FeatureFactory = Callable[[Any, Any, Runtime], "Feature | None"]
+
+
+class FeatureSpec(NamedTuple):
+    """One entry of the feature registry: where its factory lives, loaded on first use.
+
+    Modelled on the OpenTelemetry botocore instrumentation's extension registry: a fixed table of
+    names to lazily imported code, so ``import bedrock_hooks`` imports no feature module and the
+    order features attach in is data, not a sequence of ``append`` calls scattered over a module.
+    """
+
+    name: str
+    module: str  #: module inside the ``bedrock_hooks`` package
+    factory: str = "feature"  #: its :data:`FeatureFactory`
+    reset: str | None = None  #: its process-wide state reset, run when the last installation goes
+
+    def load(self) -> FeatureFactory:
+        return getattr(importlib.import_module(f"{__package__}.{self.module}"), self.factory)
+
+    def reset_state(self) -> None:
+        """Forget process-wide learned state; nothing to do when the module was never imported."""
+        module = sys.modules.get(f"{__package__}.{self.module}")
+        if self.reset and module is not None:
+            getattr(module, self.reset)()
+
+
+#: Every per-client feature, in attach order (immutable). Retry decisions come first: the other
+#: features read the call state they keep.
+REGISTRY: tuple[FeatureSpec, ...] = (
+    FeatureSpec("retry", "retry"),  # error-specific retry decisions and hints
+    FeatureSpec("connections", "keepalive"),  # per-socket keep-alive and idle-connection eviction
+    FeatureSpec("streams", "streaming"),  # mid-stream errors: hints and transparent re-issue
+    FeatureSpec("fallbacks", "fallbacks", reset="reset_routers"),  # models, inference profiles, Regions, circuits
+    FeatureSpec("rate-limit", "ratelimit", reset="reset"),  # process-wide pacing when throttled
+)
 
 
 class Registrations:

@@ -22,20 +22,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import compat, fallbacks, keepalive, patches, process, ratelimit, streaming
+from . import compat, patches, process
 from .config import Settings, apply_log_level, load_settings
 from .failsafe import safe_invoke
-from .features import Feature, FeatureFactory, Runtime
-from .retry import ClientHooks
+from .features import REGISTRY, Feature, Runtime
 
 logger = logging.getLogger("bedrock_hooks")
 
-
-FEATURES: list[FeatureFactory] = [lambda client, settings, runtime: ClientHooks(client, settings, runtime)]
-FEATURES.append(keepalive.feature)  # keep-alive socket options + idle eviction (issue 3)
-FEATURES.append(streaming.feature)  # mid-stream errors: hints and transparent re-issue
-FEATURES.append(fallbacks.feature)  # alternative models, inference profiles, Regions, circuit breaking
-FEATURES.append(ratelimit.feature)  # process-wide adaptive pacing when throttled (issue 7)
 
 
 class Kind(str, enum.Enum):
@@ -104,8 +97,8 @@ class Installation:
                 return False
             features: list[Feature] = []
             settings = safe_invoke("compat", compat.restrict, self.settings, fallback=self.settings)
-            for factory in FEATURES:
-                feature = safe_invoke("attach", factory, client, settings, self.runtime)
+            for spec in REGISTRY:
+                feature = safe_invoke("attach", lambda: spec.load()(client, settings, self.runtime))
                 if feature is None:
                     continue
                 if safe_invoke("attach", feature.attach, fallback=False) is False:
@@ -142,8 +135,8 @@ class Installation:
                 _global = None
             patches.CREATE_CLIENT.release(self)
             if not _sessions and _global is None and not _clients:
-                fallbacks.reset_routers()  # the last installation: no learned state outlives it
-                ratelimit.reset()
+                for spec in REGISTRY:  # the last installation: no learned state outlives it
+                    safe_invoke("reset", spec.reset_state)
 
 
 def _weak(target: Any) -> Callable[[], Any]:

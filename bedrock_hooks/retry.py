@@ -345,6 +345,11 @@ class ClientHooks:
         return facts
 
 
+def feature(client: Any, settings: Settings, runtime: Runtime) -> ClientHooks:
+    """The registry's factory for the retry feature (attached to every covered client)."""
+    return ClientHooks(client, settings, runtime)
+
+
 def _name(operation: Any) -> str:
     return str(getattr(operation, "name", None) or "this operation")
 
