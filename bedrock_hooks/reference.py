@@ -35,8 +35,9 @@ def recognised_by(entry: Entry) -> str:
     """How the catalog recognises ``entry``: message pattern, codes, statuses, exception classes."""
     parts = []
     if entry.message is not None:
-        first = entry.message.pattern.split("|")[0].replace("\\", "")
-        parts.append(f"message /{first}/…" if "|" in entry.message.pattern else f"message /{first}/")
+        alternatives = top_level_alternatives(entry.message.pattern)
+        first = alternatives[0].replace("\\", "")
+        parts.append(f"message /{first}/…" if len(alternatives) > 1 else f"message /{first}/")
     if entry.codes:
         parts.append(", ".join(sorted(entry.codes)))
     if entry.statuses:
@@ -44,6 +45,32 @@ def recognised_by(entry: Entry) -> str:
     if entry.exceptions:
         parts.append(", ".join(sorted(entry.exceptions)))
     return "; ".join(parts)
+
+
+def top_level_alternatives(pattern: str) -> list[str]:
+    """``pattern`` split at the ``|`` that are not inside a group, a class or an escape.
+
+    ``a (b|c)|d`` gives ``["a (b|c)", "d"]``: cutting at the first ``|`` would show a broken
+    ``a (b`` where the pattern has a group of alternatives.
+    """
+    parts, start, depth, in_class, escaped = [], 0, 0, False, False
+    for i, char in enumerate(pattern):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    return parts + [pattern[start:]]
 
 
 def _decision(entry: Entry) -> str:
@@ -57,9 +84,14 @@ def _decision(entry: Entry) -> str:
 def catalog_table() -> str:
     """Markdown table of every catalog entry: how it is recognised and what the library decides."""
     rows = ["| Entry | HTTP | Recognised by | Decision | Source |", "|---|---|---|---|---|"]
-    rows += [f"| `{e.name}` | {e.status or '-'} | {recognised_by(e)} | **{_decision(e)}** | {e.source} |"
+    rows += [f"| `{e.name}` | {e.status or '-'} | {_cell(recognised_by(e))} | **{_decision(e)}** | {e.source} |"
              for e in ENTRIES]
     return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a bare ``|`` would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def catalog_text(width: int = 90) -> str:
