@@ -363,7 +363,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("pool_max_idle", "BEDROCK_HOOKS_POOL_MAX_IDLE", _seconds_or_off, 300.0,
            "A pooled connection idle longer than this is closed before reuse; 0/off disables eviction."),
     Option("stream_retry", "BEDROCK_HOOKS_STREAM_RETRY", parse_bool, True,
-           "Transparently re-issue a stream that fails before any content was delivered."),
+           "Transparently re-issue a stream that fails before any content was delivered (needs BEDROCK_HOOKS_RETRY on)."),
     Option("rate_limit", "BEDROCK_HOOKS_RATE_LIMIT", parse_bool, True,
            "Process-wide adaptive pacing per account, Region, model and endpoint, engaged only when several threads "
            "are throttled and 429s are a large share of recent answers."),

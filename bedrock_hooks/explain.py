@@ -401,8 +401,9 @@ def _stream_steps(found: Explanation, settings: Settings, steps: list[str]) -> b
         if operation is not None:
             steps.append(f"inside {where} stream (after its 200): raised, never re-issued.")
         return False
-    if not settings.stream_retry:
-        steps.append(f"inside {where} stream (after its 200): raised, never re-issued (BEDROCK_HOOKS_STREAM_RETRY=off).")
+    if not (settings.retry and settings.stream_retry):
+        switch = "BEDROCK_HOOKS_RETRY=off" if not settings.retry else "BEDROCK_HOOKS_STREAM_RETRY=off"
+        steps.append(f"inside {where} stream (after its 200): raised, never re-issued ({switch}).")
         return False
     steps.append(f"inside {where} stream (after its 200): re-issued with the same parameters and the same attempt "
                  "budget while no content has reached the application, never after (it would duplicate the answer) "

@@ -114,7 +114,9 @@ class StreamHooks:
         self._registrations.remove_all()
 
     def recoverable(self, operation_name: str) -> bool:
-        return self.settings.stream_retry and (self.service_name, operation_name) in RECOVERABLE
+        # BEDROCK_HOOKS_RETRY=off hands retries to botocore, which never re-issues a stream: neither do we.
+        return (self.settings.retry and self.settings.stream_retry
+                and (self.service_name, operation_name) in RECOVERABLE)
 
     def on_before_parameter_build(self, params: Any = None, model: Any = None, context: Any = None,
                                   **kwargs: Any) -> None:

@@ -183,6 +183,12 @@ def test_explain_prints_the_hint_line_the_error_will_end_with(server, fake_time,
 
 # -- streams ----------------------------------------------------------------------------------------
 
+def test_explain_mid_stream_error_with_retry_off_says_never_reissued(monkeypatch):
+    said = claim("throttlingException", {"BEDROCK_HOOKS_RETRY": "off"}, monkeypatch, operation="ConverseStream")
+    assert said.stream_reissue is False
+    assert any("BEDROCK_HOOKS_RETRY=off" in step for step in said.steps)
+
+
 @pytest.mark.parametrize("stream_retry", ["on", "off"])
 def test_explain_mid_stream_error(stream_retry, server, fake_time, monkeypatch):
     said = claim("throttlingException", {"BEDROCK_HOOKS_STREAM_RETRY": stream_retry}, monkeypatch,

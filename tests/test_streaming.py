@@ -192,6 +192,16 @@ def test_stream_retry_off_does_not_reissue_but_still_hints(server, fake_time, mo
     assert raised.value.response["BedrockHooks"]["stopped_because"] == "not-recoverable"
 
 
+def test_retry_off_means_no_stream_reissue_either(server, fake_time, monkeypatch):
+    monkeypatch.setenv("BEDROCK_HOOKS_RETRY", "off")
+    client = hooked_client(server, fake_time)
+    server.script(Reply.stream([exc_frame()]))
+    with pytest.raises(EventStreamError) as raised:
+        list(converse_stream(client)["stream"])
+    assert len(server.requests) == 1  # botocore never re-issues a stream; with retries handed to it, neither do we
+    assert raised.value.response["BedrockHooks"]["stopped_because"] == "not-recoverable"
+
+
 def test_stream_retry_and_hints_off_is_plain_botocore(server, fake_time, monkeypatch):
     server.script(Reply.stream([exc_frame()]))
     with pytest.raises(EventStreamError) as plain:
