@@ -8,7 +8,8 @@ Scenarios (``{"cmd": "scenario", "name": ...}``; each resets the server and the 
 
 * ``ok``: every request answered 200 (the generated Converse body);
 * ``storm``: a shared token bucket of ``rate`` requests/s (``burst`` deep) admits requests, which are
-  answered 200 after ``service_ms``; beyond the quota, 429 ThrottlingException at once;
+  answered 200 after ``service_ms``; beyond the quota, 429 ThrottlingException at once (with ``model``,
+  only that model's requests draw on the quota: Bedrock's quotas are per model);
 * ``faults``: each request fails with probability ``fault_rate`` (500, 503, 429 or a TCP reset, equally
   likely; seeded), otherwise 200 after ``service_ms``.
 
@@ -39,7 +40,7 @@ FAULTS = {
 
 class Scenario:
     def __init__(self, server: BedrockServer, name: str = "ok", rate: float = 50.0, burst: float = 10.0,
-                 service_ms: float = 0.0, fault_rate: float = 0.2, seed: int = 1) -> None:
+                 service_ms: float = 0.0, fault_rate: float = 0.2, seed: int = 1, model: str | None = None) -> None:
         self.server = server
         self.name = name
         self.rate, self.burst = float(rate), float(burst)
@@ -47,6 +48,7 @@ class Scenario:
         self.ok = Reply.delay(service_ms / 1000.0) if service_ms > 0 else Reply.ok()
         self.fault_rate = float(fault_rate)
         self.rng = random.Random(seed)
+        self.model = model
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.requests = 0
 
@@ -54,7 +56,7 @@ class Scenario:
         self.requests += 1
         if len(self.server._requests) > 2000:  # bound memory: nothing reads the recorded requests here
             del self.server._requests[:]
-        if self.name == "storm":
+        if self.name == "storm" and self.model in (None, request.model_id):
             now = time.monotonic()
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
