@@ -59,6 +59,7 @@ MIN_SAMPLE = 20  #: responses in the last second needed before a share means any
 RESET_AFTER = 20.0  #: seconds without throttling after which pacing disengages
 MAX_BUCKETS = 256  #: bound on live buckets (scopes throttled within the last RESET_AFTER seconds)
 _SLOTS = 10  #: send-rate meter: 10 slots of 0.1 s (a sliding one-second window)
+MIN_OBSERVED = 0.9  #: seconds a bucket watches (9 of the meter's 10 slots) before it judges pressure
 
 
 class _Meter:
@@ -126,8 +127,13 @@ class Bucket:
         return max(self._sent.total(now), self._responses.total(now)) / window
 
     def _pressure(self, now: float) -> bool:
-        """Quota pressure, not noise: enough recent responses, and a large enough share of them 429s."""
-        return self._responses.total(now) >= MIN_SAMPLE and self.throttled_share(now) >= self.engage_share
+        """Quota pressure, not noise: about a second observed, enough responses in it, a large share 429s.
+
+        The bucket is born on a 429, so its first fraction of a second is a small sample that starts
+        with a throttle: judged on it, scattered 429s (a noisy fault mix) looked like a storm.
+        """
+        return (now - self._born >= MIN_OBSERVED and self._responses.total(now) >= MIN_SAMPLE
+                and self.throttled_share(now) >= self.engage_share)
 
     def throttled_share(self, now: float) -> float:
         """Share of the last second's responses that were throttling."""
@@ -349,9 +355,11 @@ class RateLimit:
             if not isinstance(response_dict, dict):
                 return  # no HTTP response (reset, timeout): says nothing about the quota
             status = response_dict.get("status_code")  # successes count too: engaging needs a throttled share
+            if not _buckets and isinstance(status, int) and status < 400:
+                return  # the idle path: a success while nothing was throttled recently: no lock, no meter
             throttled = is_throttling(status, parsed_response, context, response_dict.get("headers"))
             if not throttled and not _buckets:
-                return  # the idle path: no lock, no meter until throttling was seen
+                return
             scope = scope or self.scope(request, kwargs.get("event_name"))
             bucket = lookup(scope, self.runtime.clock, create=throttled)
             if bucket is not None:

@@ -18,9 +18,11 @@
 5. **Python function calls per stubbed call** (cProfile): plain vs hooked, fresh and with a remembered
    profile for another model — deterministic, so it shows a change the timings are too noisy to.
 
-The headline "library cost per successful call" is the sum of the per-event differences and the pool
-hook (precise: each measured in isolation, interleaved, median of rounds); the stubbed whole call
-(row 2) is the same cost seen end to end, with the noise of a ~400 µs call on a shared machine.
+Measurements 2-4 are this thread's CPU time (``time.thread_time``): the machine is shared, and time
+spent waiting for a core belongs to nobody's overhead. The headline "library cost per successful
+call" is the sum of the per-event differences and the pool hook (each measured in isolation,
+interleaved, median of rounds); the stubbed whole call (2) is the same cost seen end to end, with
+the noise of a ~400 µs call.
 
     python bench/overhead.py [--json]
     python bench/overhead.py --smoke      # seconds; numbers mean nothing
@@ -46,6 +48,9 @@ from _common import ServerProcess, converse, save_figure, make_client, markdown_
 FULL = {"rounds": 60, "calls": 100, "stub_rounds": 25, "stub_calls": 1000, "emit_rounds": 15, "emit_calls": 20000}
 SMOKE = {"rounds": 2, "calls": 10, "stub_rounds": 2, "stub_calls": 50, "emit_rounds": 2, "emit_calls": 200}
 
+#: Timer of the in-process measurements (2-5): CPU time of this thread, so time spent waiting for a core
+#: on a shared machine is not counted (cache and frequency effects still are).
+CPU = time.thread_time
 EVENTS = ("before-call", "before-sign", "before-send", "response-received", "needs-retry", "after-call")
 CANNED = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
                      "stopReason": "end_turn", "usage": {"inputTokens": 5, "outputTokens": 3, "totalTokens": 8},
@@ -188,7 +193,7 @@ def stub_cost(rounds: int, calls: int) -> dict[str, Any]:
     for client in (plain, hooked):
         for _ in range(200):
             converse(client)
-    p, h = _interleaved(_repeat(converse, plain, calls), _repeat(converse, hooked, calls), rounds)
+    p, h = _interleaved(_repeat(converse, plain, calls), _repeat(converse, hooked, calls), rounds, timer=CPU)
     deltas = [(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)]
     _release(plain, hooked)
     return {"rounds": rounds, "calls_per_round": calls,
@@ -234,7 +239,7 @@ def event_cost(rounds: int, calls: int, *, remembered_profile: bool = False) -> 
                 for _ in range(calls):
                     emit(name, **kwargs)
             fns.append(go)
-        p, h = _interleaved(fns[0], fns[1], rounds)
+        p, h = _interleaved(fns[0], fns[1], rounds, timer=CPU)
         delta = statistics.median([(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)])
         out["events"][prefix] = {"plain_us": statistics.median(p) / calls * 1e6,
                                  "hooked_us": statistics.median(h) / calls * 1e6, "delta_us": delta}
@@ -272,7 +277,7 @@ def pool_cost(url: str, rounds: int, calls: int) -> dict[str, Any]:
                 pool._put_conn(pool._get_conn())
         return go
 
-    p, h = _interleaved(cycle(pools[0]), cycle(pools[1]), rounds)
+    p, h = _interleaved(cycle(pools[0]), cycle(pools[1]), rounds, timer=CPU)
     result = {"pool_class": type(pools[1]).__name__, "plain_us": statistics.median(p) / calls * 1e6,
               "hooked_us": statistics.median(h) / calls * 1e6,
               "delta_us": statistics.median([(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)])}

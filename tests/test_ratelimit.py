@@ -85,8 +85,22 @@ def test_scattered_throttles_among_successes_do_not_engage():
     for _ in range(10):  # a storm: most answers are 429 -> engages
         bucket.before_send(clock())
         bucket.on_response(clock(), throttled=True)
+        clock.advance(0.02)
     _throttles_from_two_threads(bucket, clock())
     assert bucket.engaged
+
+
+def test_a_bucket_born_on_a_throttle_does_not_judge_a_fraction_of_a_second():
+    """A bucket is created by a 429, so the answers right after it are a small sample that starts with a
+    throttle: in a noisy fault mix, 5 of 23 looked like a storm and paced the rest of the run."""
+    clock = Clock()
+    bucket = Bucket(clock)
+    bucket.on_response(clock(), throttled=True)  # the throttle that created it
+    for i in range(20):
+        clock.advance(0.01)
+        bucket.on_response(clock(), throttled=i % 6 == 0)
+    _throttles_from_two_threads(bucket, clock())
+    assert bucket.throttled_share(clock()) >= ratelimit.ENGAGE_SHARE and not bucket.engaged
 
 
 def test_a_lone_thread_is_never_paced():
@@ -271,8 +285,9 @@ def test_throttled_clients_are_paced_together_and_uninstall_restores_plain(serve
         except Exception:
             pass
 
-    for _ in range(20):  # a storm seen from this thread: a share of 429s, but one thread does not engage
+    for _ in range(20):  # a storm seen from this thread over a second: 429s only, but one thread does not engage
         call(clients[0])
+        fake_time.now += 0.05
     release = threading.Event()
     first_done = threading.Event()
 

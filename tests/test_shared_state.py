@@ -39,11 +39,12 @@ def attempt(client, model: str = MODEL) -> None:
         pass  # throttled: what matters is what the library did around it
 
 
-def storm(clients: list, model: str = MODEL) -> None:
-    """A quota storm on ``model``: 20 throttled answers seen on this thread, then throttles on two live
-    threads at once (thread ids are reused once a thread ends), which engages pacing."""
+def storm(clients: list, fake_time, model: str = MODEL) -> None:
+    """A quota storm on ``model``: 20 throttled answers seen on this thread over a second, then throttles
+    on two live threads at once (thread ids are reused once a thread ends), which engages pacing."""
     for _ in range(20):
         attempt(clients[0], model)
+        fake_time.now += 0.05
     first_done, release = threading.Event(), threading.Event()
 
     def first() -> None:
@@ -77,7 +78,7 @@ def two_accounts(server, fake_time, **options) -> tuple[list, object]:
 
 def test_throttled_account_never_paces_another_account(server, fake_time):
     a_clients, b_client = two_accounts(server, fake_time)
-    storm(a_clients)
+    storm(a_clients, fake_time)
     assert engaged_scopes()
     fake_time.sleeps.clear()
     attempt(a_clients[0])
@@ -108,7 +109,7 @@ def test_throttled_model_does_not_slow_another_model_of_the_process(server, fake
     for client in clients:
         bedrock_hooks.install(client, runtime=runtime, max_attempts=1)
     server.handler = lambda request: Reply.throttling() if request.model_id == MODEL else None
-    storm(clients, MODEL)
+    storm(clients, fake_time, MODEL)
     assert len(engaged_scopes()) == 1
     fake_time.sleeps.clear()
     for client in clients * 5:
