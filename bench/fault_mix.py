@@ -153,8 +153,8 @@ def summary(results: dict[str, Any]) -> str:
     if ratio is not None:
         engaged = results["modes"]["bedrock-hooks"]["engaged_runs"]
         if engaged == 0:
-            verdict = ("the limiter never engaged, so both ran the same code path: this range is the benchmark's "
-                       "own noise, not an effect of the limiter")
+            verdict = ("it paced no send in any run, so pacing explains none of this range; no throughput claim "
+                       "is made either way")
         elif ratio[0] <= 1.0 <= ratio[2]:
             verdict = "no throughput difference between limiter on and off survives the repeats"
         else:

@@ -189,18 +189,24 @@ def _stubbed_pair() -> tuple[Any, Any]:
 
 
 def stub_cost(rounds: int, calls: int) -> dict[str, Any]:
+    """The stubbed call, plain vs hooked, and the same method on two plain clients (A/A: its noise floor)."""
     plain, hooked = _stubbed_pair()
-    for client in (plain, hooked):
+    other = _stubbed_pair()[0]
+    for client in (plain, hooked, other):
         for _ in range(200):
             converse(client)
     p, h = _interleaved(_repeat(converse, plain, calls), _repeat(converse, hooked, calls), rounds, timer=CPU)
+    a, b = _interleaved(_repeat(converse, plain, calls), _repeat(converse, other, calls), rounds, timer=CPU)
     deltas = [(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)]
-    _release(plain, hooked)
+    aa = [(bb - aa_) / calls * 1e6 for aa_, bb in zip(a, b)]
+    _release(plain, hooked, other)
     return {"rounds": rounds, "calls_per_round": calls,
             "plain_us_per_call": statistics.median(p) / calls * 1e6,
             "hooked_us_per_call": statistics.median(h) / calls * 1e6,
             "delta_us_median": statistics.median(deltas), "delta_us_p25": _quantile(deltas, 0.25),
-            "delta_us_p75": _quantile(deltas, 0.75)}
+            "delta_us_p75": _quantile(deltas, 0.75),
+            "aa_delta_us_median": statistics.median(aa), "aa_delta_us_p25": _quantile(aa, 0.25),
+            "aa_delta_us_p75": _quantile(aa, 0.75)}
 
 
 # -- 3. per event -----------------------------------------------------------------------------------
@@ -329,6 +335,9 @@ def table(result: dict[str, Any]) -> str:
          f"{t['hooked_function_calls']:,.0f}", f"ratio **{t['function_call_ratio']:.3f}**"],
         ["Converse, HTTP stubbed out (µs/call)", f"{s['plain_us_per_call']:.1f}", f"{s['hooked_us_per_call']:.1f}",
          f"+{s['delta_us_median']:.1f} µs (IQR {s['delta_us_p25']:.1f}–{s['delta_us_p75']:.1f})"],
+        ["A/A control: the same, plain vs plain (noise floor)", "", "",
+         f"{s.get('aa_delta_us_median', float('nan')):+.1f} µs (IQR {s.get('aa_delta_us_p25', float('nan')):.1f}–"
+         f"{s.get('aa_delta_us_p75', float('nan')):.1f})"],
     ]
     for name, ev in e["events"].items():
         rows.append([f"emit `{name}` (µs)", f"{ev['plain_us']:.2f}", f"{ev['hooked_us']:.2f}", f"{ev['delta_us']:+.2f} µs"])
