@@ -13,9 +13,12 @@ all) and never raise. A missing internal turns off *only* the features that need
 naming the internal and the feature; the client then behaves as plain botocore for that feature and
 keeps every other one. ``bedrock-hooks doctor`` prints the table (:func:`report`).
 
-How features consult it: :func:`restrict` turns off the settings of unavailable features (called once
-per client attach, free when everything is available); a feature without a setting of its own asks
-:func:`available`.
+How features consult it: a feature that acts on every client (retry slot, keep-alive and eviction,
+streams, opt-in Region failover) is turned off when a client is attached: :func:`restrict` switches its
+settings off (free when everything is available), or its factory asks :func:`available`. A remedy that
+acts only on a rare error (clock-skew correction, credential refresh) asks :func:`available` at that
+moment, so the warning comes when it matters -- a botocore older than 1.40.2 only warns when a clock
+skew is actually measured.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
                         "handler decides instead)", {"retry": False}),
     Feature(CONNECTIONS, "per-socket TCP keep-alive and idle-connection eviction (both go through the pool "
                          "hook)", {"keepalive": False, "pool_max_idle": 0.0}),
-    Feature(CLOCK_SKEW, "clock-skew correction of the SigV4 signing time", {"fix_clock_skew": False}),
-    Feature(REFRESH_CREDENTIALS, "forced refresh of expired refreshable credentials", {"refresh_credentials": False}),
+    Feature(CLOCK_SKEW, "clock-skew correction of the SigV4 signing time (the skew is still measured and "
+                        "reported in the hint)"),
+    Feature(REFRESH_CREDENTIALS, "forced refresh of expired refreshable credentials"),
     Feature(CREDENTIAL_SOURCE, "the credential source in hints"),
     Feature(QUOTA_SCOPE, "telling AWS accounts apart in state shared between clients (each client then keeps "
                          "its own rate-limiter bucket and circuits)"),
@@ -235,8 +239,11 @@ def _event_stream() -> bool:
 def _retry_quota() -> bool:
     from botocore.retries import quota, standard
 
-    detector = standard.ThrottlingErrorDetector(standard.RetryEventAdapter())
-    checker = standard.RetryQuotaChecker(quota.RetryQuota(), detector)
+    try:  # newer botocore also gives the checker a throttling detector (the library uses the client's own)
+        checker = standard.RetryQuotaChecker(quota.RetryQuota(),
+                                             standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
+    except TypeError:
+        checker = standard.RetryQuotaChecker(quota.RetryQuota())
     handler = standard.RetryHandler(None, None, checker)
     inner = checker._quota
     context = standard.RetryContext(attempt_number=1, operation_model=None, parsed_response=None,

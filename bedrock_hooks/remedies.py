@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import patches, process
+from . import compat, patches, process
 from .classification import header
 
 logger = logging.getLogger("bedrock_hooks.remedies")
@@ -62,7 +62,7 @@ patches.SIGNING_CLOCK.set_hook(_shift)
 
 def enable_clock_patch(holder: Any = _ANONYMOUS) -> bool:
     """Hold the signing-time patch for ``holder`` (a corrected client); False if botocore has no hook point."""
-    return patches.SIGNING_CLOCK.acquire(holder)
+    return compat.available(compat.CLOCK_SKEW) and patches.SIGNING_CLOCK.acquire(holder)  # compat: warns once
 
 
 def disable_clock_patch(holder: Any = _ANONYMOUS) -> None:
@@ -114,6 +114,8 @@ def refresh_credentials(credentials: Any, *, seen: Any = None, clock: Callable[[
     :data:`REFRESH_REUSE_WINDOW` seconds before the caller got here (or after): 32 threads hitting ExpiredToken at once cause
     one provider call, and all of them retry with its result.
     """
+    if not compat.available(compat.REFRESH_CREDENTIALS):  # botocore's refresh internals moved: warns once
+        return False
     refresh = getattr(credentials, "_protected_refresh", None)
     lock = getattr(credentials, "_refresh_lock", None)
     if refresh is None or lock is None or getattr(credentials, "_refresh_using", None) is None:

@@ -157,7 +157,6 @@ def test_hint_line_bug_on_the_control_plane(server, fake_time, caplog, monkeypat
             service="bedrock")
 
 
-@pytest.mark.needs_internals("clock-skew")  # the skew is measured only where it can be corrected
 def test_clock_skew_measurement_bug_hands_the_decision_to_botocore(server, fake_time, caplog, monkeypatch):
     monkeypatch.setattr(remedies, "measure_skew", boom)
     compare(server, fake_time, caplog, [(_skewed(), converse)], {"needs-retry"}, exact=False)
