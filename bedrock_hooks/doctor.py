@@ -31,7 +31,7 @@ from .config import LAUNCHER_VARIABLES, OPTIONS, Settings, load_settings
 from .launcher import bootstrap_dir
 
 #: Minimum versions: pyproject's floor. Bedrock's Converse API is checked in the model itself.
-MIN_VERSIONS = {"botocore": (1, 34, 116), "boto3": (1, 34, 116), "wrapt": (1, 14, 0)}  # = pyproject.toml
+MIN_VERSIONS = {"botocore": (1, 34, 143), "boto3": (1, 34, 143), "wrapt": (1, 14, 0)}  # = pyproject.toml
 #: NAT gateways, interface VPC endpoints and NLBs drop TCP flows idle this long, silently (seed).
 NAT_IDLE_TIMEOUT = 350
 #: SigV4 rejects requests signed this far from AWS time (RequestExpired / signature expired).

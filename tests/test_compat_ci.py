@@ -43,7 +43,9 @@ def test_oldest_environment_installs_the_floors_pyproject_claims():
     requirements = floors.floors(floors.dependencies(PYPROJECT))
     assert {r.split("==")[0] for r in requirements} >= {"botocore", "boto3", "wrapt"}
     assert all("==" in r for r in requirements), requirements
-    assert "botocore==1.34.116" in requirements  # the first botocore with Converse / ConverseStream
+    # the first botocore whose bedrock-runtime has every operation the library handles (Converse and
+    # ConverseStream since 1.34.116, ApplyGuardrail since 1.34.143)
+    assert "botocore==1.34.143" in requirements
     assert "floors" in ci_envs()["oldest"][0]
 
 
