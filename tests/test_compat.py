@@ -384,3 +384,16 @@ def test_the_retry_slot_lookup_goes_through_the_aliaser(server, fake_time):
     client = make_client(new_session(), server)
     handler = retry.botocore_retry_handler(client.meta.events, "bedrock-runtime")
     assert handler is not None and handler.__module__.startswith("botocore")
+
+
+def test_doctor_prints_the_table_and_names_the_feature_a_missing_internal_turns_off(monkeypatch):
+    from bedrock_hooks import doctor
+
+    rows = doctor.doctor({}, sections=(doctor.check_compatibility,))
+    assert [row.name for row in rows] == [check.internal for check in compat.CHECKS]
+    assert {row.status for row in rows} <= {"ok", "warn"}
+    renamed(monkeypatch, sys.modules["botocore.retries.standard"], "RetryHandler", "_retry_quota")
+    compat.reset()
+    text = doctor.render_checks(doctor.doctor({}, sections=(doctor.check_compatibility,)))
+    line = next(line for line in text.splitlines() if "RetryHandler._retry_quota" in line)
+    assert line.lstrip().startswith("[warn]") and "retry quota" in line, text
