@@ -83,7 +83,8 @@ def _emitter_slot() -> bool:
         return None
 
     emitter.register("needs-retry.probe", handler, unique_id="retry-config-probe")
-    return emitter._unique_id_handlers["retry-config-probe"]["handler"] is handler
+    registered = list(emitter._handlers.prefix_search("needs-retry.probe"))  # how retry.py verifies the slot
+    return emitter._unique_id_handlers["retry-config-probe"]["handler"] is handler and handler in registered
 
 
 def _aliaser_emitter() -> bool:
@@ -272,7 +273,8 @@ class Check:
 #: Every private botocore/boto3/urllib3 internal the library relies on. A new use of one adds a line.
 CHECKS: tuple[Check, ...] = (
     Check("botocore.hooks.EventAliaser._emitter", (RETRY_SLOT,), _aliaser_emitter),
-    Check("botocore.hooks.HierarchicalEmitter._unique_id_handlers", (RETRY_SLOT,), _emitter_slot),
+    Check("botocore.hooks.HierarchicalEmitter._unique_id_handlers / _handlers.prefix_search", (RETRY_SLOT,),
+          _emitter_slot),
     Check("botocore.client.BaseClient._endpoint.http_session", (CONNECTIONS,), _client_endpoint),
     Check("URLLib3Session._manager / _proxy_managers / PoolManager.pools._container, .lock", (CONNECTIONS,),
           _session_managers),

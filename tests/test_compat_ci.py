@@ -55,12 +55,16 @@ def test_floors_without_tomllib_read_the_same_dependencies(monkeypatch):
     assert floors.dependencies(PYPROJECT) == with_tomllib and with_tomllib
 
 
-def test_the_matrix_covers_newest_oldest_urllib3_1_26_and_the_optional_groups():
+def test_the_matrix_covers_newest_oldest_urllib3_1_26_and_every_optional_group():
     envs = ci_envs()
-    assert {"newest", "oldest", "urllib3-1.26", "aio", "otel"} <= set(envs)
+    assert {"newest", "oldest", "urllib3-1.26", "aio", "aioboto3", "frameworks"} <= set(envs)
     assert "urllib3<2" in envs["oldest"][0] and "urllib3<2" in envs["urllib3-1.26"][0]
-    assert "aiobotocore" in envs["aio"][0] and "aio" in envs["aio"][1]
-    assert "opentelemetry-instrumentation-botocore" in envs["otel"][0] and "otel" in envs["otel"][1]
+    assert "aiobotocore" in envs["aio"][0] and "aioboto3" in envs["aioboto3"][0]
+    assert "opentelemetry-instrumentation-botocore" in envs["frameworks"][0]
+    # Every group a test requires is required by some environment: none can only ever skip.
+    used = set(re.findall(r'group="([\w-]+)"', "".join(p.read_text() for p in (ROOT / "tests").glob("*.py"))))
+    required = {group for _, groups in envs.values() for group in groups} | {"console-script", "natgw"}
+    assert used <= required, f"groups no CI environment installs: {used - required}"
 
 
 def test_doctor_names_the_same_floors_as_pyproject():
