@@ -89,9 +89,7 @@ def budget_for(client: Any) -> RetryBudget:
 
 
 def _new_checker() -> Any:
-    from botocore.retries import quota, standard
-
-    return standard.RetryQuotaChecker(quota.RetryQuota(), standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
+    return compat.new_retry_quota_checker()  # its signature changed after botocore 1.40.61
 
 
 def _botocore_checker(client: Any) -> Any:

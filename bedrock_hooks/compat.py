@@ -68,7 +68,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature(STREAMS, "hints and transparent re-issue for event streams"),
     Feature(REGION_FAILOVER, "Region failover", {"fallback_regions": ()}),
     Feature(RETRY_QUOTA, "charging botocore's standard-mode retry quota for the library's retries"),
-    Feature(SESSIONS, "install() on a boto3 Session or boto3's default session"),
+    Feature(SESSIONS, "install(boto3_session) scoped to that session (install() and install(client) "
+                      "need no boto3 internal)"),
 )}
 
 
@@ -237,14 +238,21 @@ def _event_stream() -> bool:
             and inspect.isgenerator(stream._event_generator) and callable(stream._parse_event))
 
 
-def _retry_quota() -> bool:
+def new_retry_quota_checker() -> Any:
+    """A fresh standard-mode retry quota checker, built as this botocore builds one: newer releases also
+    pass a throttling detector, 1.40.61 and older take the quota alone (budget.py, legacy mode)."""
     from botocore.retries import quota, standard
 
-    try:  # newer botocore also gives the checker a throttling detector (the library uses the client's own)
-        checker = standard.RetryQuotaChecker(quota.RetryQuota(),
-                                             standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
-    except TypeError:
-        checker = standard.RetryQuotaChecker(quota.RetryQuota())
+    if "throttling_detector" in _parameters(standard.RetryQuotaChecker.__init__):
+        return standard.RetryQuotaChecker(quota.RetryQuota(),
+                                          standard.ThrottlingErrorDetector(standard.RetryEventAdapter()))
+    return standard.RetryQuotaChecker(quota.RetryQuota())
+
+
+def _retry_quota() -> bool:
+    from botocore.retries import standard
+
+    checker = new_retry_quota_checker()
     handler = standard.RetryHandler(None, None, checker)
     inner = checker._quota
     context = standard.RetryContext(attempt_number=1, operation_model=None, parsed_response=None,
@@ -255,10 +263,9 @@ def _retry_quota() -> bool:
 
 
 def _boto3_sessions() -> bool:
-    import boto3
     import boto3.session
 
-    return callable(boto3._get_default_session) and _assigned_in_init(boto3.session.Session, "_session")
+    return _assigned_in_init(boto3.session.Session, "_session")
 
 
 @dataclass(frozen=True)
@@ -298,7 +305,8 @@ CHECKS: tuple[Check, ...] = (
           _signing_context_region),
     Check("botocore.retries.standard.RetryHandler._retry_quota / RetryQuotaChecker._quota, "
           "acquire_retry_quota(RetryContext), release_retry_quota", (RETRY_QUOTA,), _retry_quota),
-    Check("boto3._get_default_session / boto3.Session._session", (SESSIONS,), _boto3_sessions),
+    Check("boto3.Session._session (the botocore session install(boto3_session) covers)", (SESSIONS,),
+          _boto3_sessions),
 )
 
 

@@ -397,3 +397,27 @@ def test_doctor_prints_the_table_and_names_the_feature_a_missing_internal_turns_
     text = doctor.render_checks(doctor.doctor({}, sections=(doctor.check_compatibility,)))
     line = next(line for line in text.splitlines() if "RetryHandler._retry_quota" in line)
     assert line.lstrip().startswith("[warn]") and "retry quota" in line, text
+
+
+def test_legacy_mode_budget_builds_its_checker_on_botocore_before_the_throttling_detector(monkeypatch, server,
+                                                                                          fake_time, caplog):
+    """Regression: budget.py built its legacy-mode retry quota checker with the two-argument constructor of
+    newer botocore; on 1.40.61 and older that raised TypeError in attach, and every legacy-mode client (the
+    default mode) lost retry decisions and stream hints."""
+    from botocore.retries import quota, standard
+
+    class OldChecker(standard.RetryQuotaChecker):  # botocore <= 1.40.61: RetryQuotaChecker(quota)
+        def __init__(self, quota):
+            super().__init__(quota)
+
+    monkeypatch.setattr(standard, "RetryQuotaChecker", OldChecker)
+    assert isinstance(compat.new_retry_quota_checker()._quota, quota.RetryQuota)
+    session = new_session()
+    bedrock_hooks.install(session, runtime=fake_time.runtime())
+    client = make_client(session, server, mode="legacy")
+    assert {"ClientHooks", "StreamHooks"} <= set(features_of(client))
+    server.script(DAILY_QUOTA)
+    with pytest.raises(ClientError) as raised:
+        converse(client)
+    assert raised.value.response["BedrockHooks"]["entry"] == "DailyTokenQuotaExceeded" and len(server.requests) == 1
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
