@@ -19,7 +19,9 @@ def fresh_compat():
 def test_doctor_prints_the_compatibility_table(fresh_compat):
     rows = [c for c in doctor.doctor({}, sections=[doctor.check_compatibility])]
     assert [c.name for c in rows] == [check.internal for check in compat.CHECKS]
-    assert {c.section for c in rows} == {"compatibility"} and all(c.status == "ok" for c in rows)
+    assert {c.section for c in rows} == {"compatibility"}
+    # ok where this botocore has the internal (which ones it lacks is pinned by tests/test_compat.py)
+    assert [c.status for c in rows] == ["ok" if row.ok else "warn" for row in compat.report()]
     assert "\nCompatibility\n  [ok]   " in doctor.render_checks(rows)
 
 

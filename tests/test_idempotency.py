@@ -140,9 +140,13 @@ def test_mutating_rule_covers_every_bedrock_service_model():
     control = session.get_service_model("bedrock")
     agents = session.get_service_model("bedrock-agent-runtime")
     assert resend_is_safe(runtime.operation_model("Converse"))
-    assert resend_is_safe(runtime.operation_model("StartAsyncInvoke"))  # mutating, with clientRequestToken
+    assert resend_is_safe(control.operation_model("CreateModelCustomizationJob"))  # mutating, with clientRequestToken
+    if "StartAsyncInvoke" in runtime.operation_names:  # not in the oldest supported botocore; newest has it
+        assert resend_is_safe(runtime.operation_model("StartAsyncInvoke"))
     assert resend_is_safe(control.operation_model("ListTagsForResource"))  # a POST that only reads
     assert not resend_is_safe(control.operation_model("TagResource"))
-    assert not resend_is_safe(control.operation_model("CreateFoundationModelAgreement"))
+    assert not resend_is_safe(control.operation_model("PutModelInvocationLoggingConfiguration"))  # a PUT, no token
+    if "CreateFoundationModelAgreement" in control.operation_names:  # likewise
+        assert not resend_is_safe(control.operation_model("CreateFoundationModelAgreement"))
     assert not resend_is_safe(agents.operation_model("InvokeAgent"))  # may run action groups
     assert resend_is_safe(agents.operation_model("Retrieve"))
