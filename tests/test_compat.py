@@ -74,7 +74,7 @@ def assert_one_warning(caplog, *words: str) -> None:
 
 
 def features_of(client) -> dict[str, Any]:
-    return {type(f).__name__: f for f in installation._clients[client][1]}
+    return {type(f).__name__: f for f in installation.attached_features(client)}
 
 
 def outcome(server: BedrockServer, client, script: list[Reply], call) -> tuple:

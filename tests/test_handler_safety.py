@@ -225,7 +225,7 @@ def test_stream_bug_leaves_the_stream_as_botocore_makes_it(case, server, fake_ti
 # The patched names are looked up directly (raising=True): a rename fails these tests, never skips them.
 
 def _hygiene(client):
-    features = installation._clients[client][1]
+    features = installation.attached_features(client)
     found = [f for f in features if isinstance(f, keepalive.ConnectionHygiene)]
     assert found, f"keep-alive feature not attached: {features}"
     return found[0]
@@ -240,7 +240,7 @@ def test_keepalive_attach_bug_leaves_sockets_to_botocore(server, fake_time, capl
     monkeypatch.setattr(keepalive, "keepalive_options", boom)
     hooked = compare(server, fake_time, caplog, [(S503, converse), (RESETS, converse), (RETRIED_OK, converse)],
                      {"attach"}, exact=False)
-    assert not any(isinstance(f, keepalive.ConnectionHygiene) for f in installation._clients[hooked][1])
+    assert not any(isinstance(f, keepalive.ConnectionHygiene) for f in installation.attached_features(hooked))
 
 
 def test_pool_eviction_bug_keeps_the_connection(server, fake_time, caplog, monkeypatch):
@@ -281,7 +281,7 @@ def test_create_client_hook_bug_returns_a_plain_client(server, fake_time, caplog
     hooked = compare(server, fake_time, caplog,
                      [(S503, converse), (VALIDATION, converse), (RESETS, converse), (STREAM_THROTTLED, converse_stream)],
                      {"create-client"})
-    assert hooked not in installation._clients
+    assert installation.installation_for(hooked) is None and installation.attached_features(hooked) == []
 
 
 def test_attach_failing_halfway_restores_botocore(server, fake_time, caplog, monkeypatch):

@@ -128,7 +128,7 @@ def test_an_unverifiable_retry_slot_is_left_to_botocore(server, fake_time, caplo
     _hide_retry_slot(client)
     before = dict.get(client.meta.events._emitter._unique_id_handlers, "retry-config-bedrock-runtime")
     hooks = bedrock_hooks.install(client, runtime=fake_time.runtime())
-    retry_hooks = next(f for f in installation._clients[client][1] if hasattr(f, "on_needs_retry"))
+    retry_hooks = next(f for f in installation.attached_features(client) if hasattr(f, "on_needs_retry"))
     assert _call_through_a_500(client, server) == 2 and fake_time.sleeps == []  # botocore retried, not us
     hooks.uninstall()
     after = dict.get(client.meta.events._emitter._unique_id_handlers, "retry-config-bedrock-runtime")
@@ -143,7 +143,7 @@ def test_a_verified_slot_is_taken_over_and_handed_back(server, fake_time):
     client = make_client(new_session(), server)
     botocore_handler = botocore_retry_handler(client.meta.events, "bedrock-runtime")
     hooks = bedrock_hooks.install(client, runtime=fake_time.runtime())
-    retry_hooks = next(f for f in installation._clients[client][1] if hasattr(f, "on_needs_retry"))
+    retry_hooks = next(f for f in installation.attached_features(client) if hasattr(f, "on_needs_retry"))
     assert retry_hooks.retry_refusal is None and retry_hooks._botocore_retry == botocore_handler
     assert botocore_retry_handler(client.meta.events, "bedrock-runtime") is None  # out of the way while ours decides
     assert _call_through_a_500(client, server) == 2 and len(fake_time.sleeps) == 1
