@@ -49,13 +49,14 @@ from . import process
 from .config import MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_IDLE, MAX_KEEPALIVE_INTERVAL, Settings
 from .failsafe import report_failure, safe_invoke
 from .features import Registrations, Runtime
-from .state import STATE_KEY
+from .classification import facts_from_exception
+from .state import call_state, classify_attempt
 
 logger = logging.getLogger("bedrock_hooks.keepalive")
 
 SocketOption = tuple[int, int, int]
 
-_IDLE_ENTRIES = ("IdleConnectionReset", "ReadTimeout")
+_IDLE_ENTRIES = frozenset({"IdleConnectionReset", "ReadTimeout", "TruncatedResponse"})
 _STAMP = "_bedrock_hooks_idle_since"
 
 _warned: set[str] = set()
@@ -429,13 +430,13 @@ class ConnectionHygiene:
     def on_after_call_error(self, exception: BaseException | None = None, context: Any = None, **kwargs: Any) -> None:
         """Runs just before the hint is built: say which defences were active on this client."""
         try:
-            state = context.get(STATE_KEY) if isinstance(context, dict) else None
-            classification = getattr(state, "classification", None)
-            if classification is None or classification.entry.name not in _IDLE_ENTRIES:
+            if exception is None or not isinstance(context, dict):
                 return
-            note = self.describe()
-            if note not in state.notes:
-                state.notes.append(note)
+            # The exception's own classification, shared with the hint that follows: with retry decisions
+            # off, no earlier handler of this call classified anything.
+            classification = classify_attempt(context, exception, lambda: facts_from_exception(exception))
+            if classification is not None and classification.entry.name in _IDLE_ENTRIES:
+                call_state(context).note(self.describe())
         except Exception as exc:
             report_failure("keepalive-note", exc)
 

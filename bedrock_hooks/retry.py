@@ -34,6 +34,8 @@ from .state import CallState, call_state, classify_attempt, existing_state
 logger = logging.getLogger("bedrock_hooks.retry")
 
 _DELEGATE = object()
+#: Said in every hint while retry decisions are off.
+RETRY_OFF_NOTE = "Retries were botocore's own (BEDROCK_HOOKS_RETRY=off)."
 
 
 def _raw_emitter(events: Any) -> Any:
@@ -98,6 +100,8 @@ class ClientHooks:
     def attach(self) -> None:
         if self.settings.retry:
             self._take_over_retries()
+        else:
+            self._guard_cut_answers()
         svc = self.service
         if self.settings.hints:
             self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
@@ -121,6 +125,17 @@ class ClientHooks:
         self._registrations.add(f"needs-retry.{svc}", self.on_needs_retry, f"bedrock-hooks-retry-{svc}", first=True)
         self.events.unregister(f"needs-retry.{svc}", handler, unique_id=f"retry-config-{svc}")
         self._took_slot = True
+
+    def _guard_cut_answers(self) -> None:
+        """Retry decisions off: botocore's handler decides, but a cut 2xx is never the application's answer.
+
+        botocore 1.43.115+ no longer notices a non-streaming body shorter than its Content-Length; older
+        botocore raised ``ConnectionClosedError`` for it and retried that as its retry mode says. A handler
+        ahead of botocore's (which stays in its slot) restores exactly that (:meth:`on_cut_answer`).
+        """
+        svc = self.service
+        self._botocore_retry = botocore_retry_handler(self.events, svc)  # consulted, never unregistered
+        self._registrations.add(f"needs-retry.{svc}", self.on_cut_answer, f"bedrock-hooks-cut-answer-{svc}", first=True)
 
     def detach(self) -> None:
         if self._took_slot:  # botocore's handler back in its slot first, then ours out: no gap
@@ -153,6 +168,29 @@ class ClientHooks:
                 raise cut  # never hand the application a truncated 200: botocore's own error for a cut body
             return None
         return self._sleep(verdict.delay)
+
+    def on_cut_answer(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,
+                      request_dict: dict[str, Any] | None = None, operation: Any = None, **kwargs: Any) -> Any:
+        """With retry decisions off: botocore's own handler is asked about a cut 2xx as about the closed
+        connection older botocore reported for it; when it does not retry, botocore's error is raised."""
+        cut = safe_invoke("needs-retry", _cut_answer, response, operation) if caught_exception is None else None
+        if cut is None:
+            return None  # botocore's handler, next in line, decides as always
+        if self._botocore_retry is not None:
+            from botocore.exceptions import ConnectionClosedError
+
+            url = request_dict.get("url") if isinstance(request_dict, dict) else None
+            closed = ConnectionClosedError(endpoint_url=url or "", error=cut)
+            try:
+                delay = self._botocore_retry(response=None, attempts=attempts, caught_exception=closed,
+                                             request_dict=request_dict, operation=operation, **kwargs)
+            except ConnectionClosedError as raised:  # legacy mode re-raises the exception it gave up on
+                if raised is not closed:
+                    raise
+                delay = None
+            if delay is not None and delay is not False:
+                return delay
+        raise cut  # never hand the application a truncated 200: botocore's own error for a cut body
 
     def _sleep(self, delay: float) -> float:
         """Sleep the backoff here (botocore gets a zero, so nothing sleeps twice); if the injected sleep
@@ -342,6 +380,8 @@ class ClientHooks:
         credentials = getattr(self._signer, "_credentials", None)
         facts.credential_source = remedies.credential_source(credentials)
         facts.botocore_version = _botocore_version()
+        if not self.settings.retry:
+            facts.notes.append(RETRY_OFF_NOTE)  # the entry's solution may say what the library would have done
         return facts
 
 
@@ -352,6 +392,17 @@ def feature(client: Any, settings: Settings, runtime: Runtime) -> ClientHooks:
 
 def _name(operation: Any) -> str:
     return str(getattr(operation, "name", None) or "this operation")
+
+
+def _cut_answer(response: Any, operation: Any) -> BaseException | None:
+    """botocore's error for ``response`` if it is a 2xx cut short (:func:`facts_from_success`), else None."""
+    if response is None:
+        return None
+    http_response, parsed = response
+    if http_response.status_code >= 300 or (isinstance(parsed, dict) and parsed.get("Error")):
+        return None
+    facts = facts_from_success(http_response, operation)
+    return facts.exception if facts is not None else None
 
 
 def _cut_short(response: Any, request_dict: Any) -> BaseException | None:
