@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
+import sys
 import logging
 import weakref
 from collections.abc import Callable
@@ -103,18 +104,27 @@ class Patch:
         return id(holder) in self._holders
 
     def _holder_collected(self, key: int, _ref: Any = None) -> None:
-        # Runs inside the garbage collector, perhaps while this thread holds the lock: never block.
-        self._holders.pop(key, None)
-        if self._lock.acquire(blocking=False):
-            try:
-                if not self._holders:
-                    self._disengage()
-            finally:
-                self._lock.release()
+        # Runs inside the garbage collector, perhaps while this thread holds the lock: never block. It
+        # also runs during interpreter shutdown, where anything may fail; Python would print such a
+        # failure as "Exception ignored in ..." on stderr, so nothing may escape.
+        try:
+            self._holders.pop(key, None)
+            if self._lock.acquire(blocking=False):
+                try:
+                    if not self._holders:
+                        self._disengage()
+                finally:
+                    self._lock.release()
+        except Exception as exc:
+            if not sys.is_finalizing():  # at shutdown even logging may fail: then say nothing
+                try:
+                    report_failure(self.where, exc)
+                except Exception:
+                    pass
 
     # -- applying and undoing (under the lock) ----------------------------------------------------
     def _owner(self) -> Any:
-        owner = importlib.import_module(self._module)
+        owner = sys.modules.get(self._module) or importlib.import_module(self._module)
         return getattr(owner, self._cls) if self._cls else owner
 
     def _current(self, owner: Any) -> Any:
