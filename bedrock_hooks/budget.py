@@ -63,6 +63,15 @@ class RetryBudget:
         if self.private and isinstance(request_context, dict):
             self.checker.release_retry_quota(request_context, http_response)
 
+    def calm(self, held: int) -> bool:
+        """Whether no call but the asking one (which holds ``held``) holds any of the quota: no outage is
+        draining it. An unmetered client (or a quota without a known size) is always calm, as before."""
+        if self.checker is None:
+            return True
+        quota = self.checker._quota
+        maximum = getattr(quota, "_max_capacity", None)
+        return not isinstance(maximum, int) or int(quota.available_capacity) + held >= maximum
+
     def give_back(self, amount: int) -> None:
         """Return ``amount`` (a re-issued stream that succeeded: its new call's refund covers only itself)."""
         if amount > 0 and self.checker is not None:

@@ -105,6 +105,8 @@ class Verdict:
 #: cause; a budget takes the retry's cost from the retry quota and returns it (None: the quota is spent).
 Remedy = Callable[[], bool]
 Budget = Callable[[], "int | None"]
+#: Whether the retry quota is calm: given what this call holds, no other call holds any of it (no outage).
+Calm = Callable[[int], bool]
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,10 @@ class RetryPolicy:
         limit = self.max_attempts if entry.backoff is Backoff.THROTTLE else self.transient_attempts
         return min(limit, entry.max_attempts or limit)
 
+    def within_standard(self, state: RetryState) -> bool:
+        """Whether a retry after attempt ``state.attempts`` is one botocore standard mode's count allows too."""
+        return state.attempts < self.transient_attempts
+
     def backoff(self, entry: Entry, retry_number: int, rng: random.Random | None = None) -> float:
         """Sleep before retry ``retry_number`` (1 for the first retry): full jitter over a bounded exponential."""
         base = self.throttle_backoff_base if entry.backoff is Backoff.THROTTLE else self.backoff_base
@@ -156,17 +162,21 @@ class RetryPolicy:
 
     def decide(self, classification: Classification, state: RetryState, now: float, *,
                resend_safe: bool = True, remedy: Remedy | None = None, budget: Budget | None = None,
-               rng: random.Random | None = None) -> tuple[Verdict, RetryState]:
+               calm: Calm | None = None, rng: random.Random | None = None) -> tuple[Verdict, RetryState]:
         """The verdict on attempt ``state.attempts`` (1-based, just failed) and the call's next state.
 
         ``resend_safe`` says the operation may be sent again after an ambiguous failure (see
         :func:`resend_is_safe`); ``remedy`` repairs a ``fix-and-retry`` cause (called at most once
         per call, only when every earlier check passed); ``budget`` takes the retry's cost from the
-        client's retry quota (called last, only for a retry).
+        client's retry quota (called last, only for a retry); ``calm`` says whether the quota is untouched
+        by other calls: throttling's attempts beyond botocore standard mode's are made only then (in an
+        outage every call gets standard mode's count, so the library never sends more requests than it).
         """
         first = now if state.first_failure is None else state.first_failure
         state = state if first == state.first_failure else replace(state, first_failure=first)
         verdict = self._verdict(classification, state, now - first, resend_safe, remedy, rng)
+        if verdict.retry and not self.within_standard(state) and calm is not None and not calm(state.held):
+            verdict = Verdict(False, reason=Reason.MAX_ATTEMPTS)  # throttling's extra attempts are not for an outage
         if verdict.reason is Reason.REMEDY or (verdict.reason is Reason.REMEDY_UNAVAILABLE and remedy is not None):
             state = replace(state, remedy_used=True)
         if not verdict.retry:
@@ -174,7 +184,7 @@ class RetryPolicy:
         charged = budget() if budget is not None else 0
         if charged is None:
             return Verdict(False, reason=Reason.RETRY_QUOTA), state
-        return verdict, replace(state, charged=charged,
+        return verdict, replace(state, charged=charged, held=state.held + charged,
                                 reconnected=state.reconnected or verdict.reason is Reason.RECONNECT)
 
     def _verdict(self, classification: Classification, state: RetryState, elapsed: float, resend_safe: bool,

@@ -262,7 +262,7 @@ class ClientHooks:
             else None
         verdict, retry = self.policy.decide(classification, retry, self.runtime.clock(),
                                             resend_safe=resend_is_safe(operation), remedy=remedy, budget=charge,
-                                            rng=self.runtime.rng)
+                                            calm=self.budget.calm, rng=self.runtime.rng)
         state.advance(verdict, retry)
         self._explain(verdict, state, parsed, operation)
         if logger.isEnabledFor(logging.INFO):
@@ -274,6 +274,10 @@ class ClientHooks:
         if verdict.reason is Reason.NOT_IDEMPOTENT:
             state.note(f"Not resent: {_name(operation)} changes resources, has no idempotency token, and may "
                        "already have been applied; check its state first.")
+        elif verdict.reason is Reason.MAX_ATTEMPTS and state.classification is not None \
+                and state.attempts < self.policy.attempt_limit(state.classification.entry):
+            state.note(f"Throttling gets up to {self.policy.max_attempts} attempts only while no other call of this "
+                       f"client is failing; in an outage, botocore standard mode's {self.policy.transient_attempts}.")
         elif verdict.reason is Reason.RETRY_QUOTA:
             state.note("Not retried: this client's retry quota is spent (many failures in a row: an outage); "
                        "it refills as calls succeed.")

@@ -41,6 +41,7 @@ class RetryState:
     reconnected: bool = False  #: the one immediate retry on a fresh connection was spent
     remedy_used: bool = False  #: the one repair (clock, credentials) was tried
     charged: int = 0  #: retry-quota capacity the latest retry took (botocore refunds it on success)
+    held: int = 0  #: retry-quota capacity this call's retries hold in all (what no other call took)
 
     def at(self, http_attempts: int) -> RetryState:
         """This state as of attempt ``http_attempts`` of the current HTTP call (botocore's count)."""

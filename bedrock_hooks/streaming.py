@@ -32,6 +32,7 @@ import json
 import logging
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import compat, process
@@ -172,6 +173,7 @@ class _StreamCall:
                 stream = self._reissue(verdict.delay, classification)
                 if stream is not None:
                     self.hooks.budget.give_back(charged)  # a retry that succeeded gets its cost back
+                    self.state.retry = replace(self.state.retry, held=max(0, self.state.retry.held - charged))
                     return stream
                 reason = Reason.REISSUE_FAILED
             else:
@@ -195,7 +197,7 @@ class _StreamCall:
                                         {}, parsed=getattr(exc, "response", None), exception=exc)
 
         verdict, retry = hooks.policy.decide(classification, state.retry, hooks.runtime.clock(), budget=charge,
-                                             rng=hooks.runtime.rng)
+                                             calm=hooks.budget.calm, rng=hooks.runtime.rng)
         state.advance(verdict, retry)
         if logger.isEnabledFor(logging.INFO):
             logger.info(hooks.policy.describe(self.operation, classification, verdict, retry.attempts))

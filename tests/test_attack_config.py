@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 
 import pytest
 
 import bedrock_hooks
 from bedrock_hooks import config
 from conftest import new_session
-
-JOIN_TIMEOUT = 20
+from test_config_hostile import bounded
 
 
 @pytest.fixture(autouse=True)
@@ -63,19 +61,7 @@ PATHS = [directory, symlink_to_fifo, socket_file]
 
 
 def _install_in_thread(target_path: str, unblock: str | None, **overrides):
-    """install() on a thread; if it hangs, open ``unblock`` (a FIFO) for writing to free it, then fail."""
-    result: list = []
-    thread = threading.Thread(target=lambda: result.append(bedrock_hooks.install(new_session(), **overrides)),
-                              daemon=True)
-    thread.start()
-    thread.join(JOIN_TIMEOUT)
-    if thread.is_alive():
-        if unblock:
-            with open(unblock, "wb"):
-                pass
-        thread.join(JOIN_TIMEOUT)
-        pytest.fail(f"install() hung on the fallbacks path {target_path}")
-    return result[0]
+    return bounded(lambda: bedrock_hooks.install(new_session(), **overrides), unblock, f"install() on {target_path}")
 
 
 @pytest.mark.parametrize("make", PATHS, ids=lambda f: f.__name__)

@@ -23,19 +23,11 @@ from _requires import require
 from bedrock_hooks import installation, patches
 from bedrock_hooks.testing import Reply
 from conftest import converse, make_client, new_session
+from test_patches_regressions import _original_functions_back  # noqa: F401  (autouse)
 
 ORIGINAL_CREATE_CLIENT = vars(botocore.session.Session)["create_client"]
 ORIGINAL_CLOCK = getattr(botocore.auth, "get_current_datetime", None)  # absent before botocore 1.40.2
 ORIGINAL_API_CALL = vars(botocore.client.BaseClient)["_make_api_call"]
-
-
-@pytest.fixture(autouse=True)
-def _original_functions_back():
-    yield
-    bedrock_hooks.uninstall("*")
-    botocore.session.Session.create_client = ORIGINAL_CREATE_CLIENT
-    if ORIGINAL_CLOCK is not None:
-        botocore.auth.get_current_datetime = ORIGINAL_CLOCK
 
 
 def _wrap_create_client(calls: list[str]) -> None:

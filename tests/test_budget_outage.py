@@ -25,12 +25,13 @@ def _no_botocore_sleep(monkeypatch):
     monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)
 
 
-def outage(server, client) -> int:
-    """Requests the server saw for CALLS calls that all fail with 503."""
+def outage(server, client, handler=None, errors=ClientError) -> int:
+    """Requests the server saw for CALLS calls that all fail with 503 (or what ``handler`` answers)."""
     server.reset()
     server.default = Reply.service_unavailable()
+    server.handler = handler
     for _ in range(CALLS):
-        with pytest.raises(ClientError):
+        with pytest.raises(errors):
             converse(client)
     return len(server.requests)
 

@@ -60,10 +60,10 @@ def test_a_secret_option_never_shows_its_rejected_value(monkeypatch, caplog):
 
 # -- defect 11: the fallbacks file --------------------------------------------------------------------
 
-def _load_in_thread(environ: dict[str, str], unblock: str | None = None, **overrides):
-    """load_settings on a thread; if it hangs, open ``unblock`` (a FIFO) for writing to free it, then fail."""
+def bounded(call, unblock: str | None = None, what: str = "load_settings"):
+    """``call()`` on a thread; if it hangs, open ``unblock`` (a FIFO) for writing to free it, then fail."""
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(load_settings(environ, **overrides)), daemon=True)
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
     thread.start()
     thread.join(JOIN_TIMEOUT)
     if thread.is_alive():
@@ -71,8 +71,12 @@ def _load_in_thread(environ: dict[str, str], unblock: str | None = None, **overr
             with open(unblock, "wb"):
                 pass
         thread.join(JOIN_TIMEOUT)
-        pytest.fail("load_settings hung on the fallbacks file")
+        pytest.fail(f"{what} hung on the fallbacks file")
     return result[0]
+
+
+def _load_in_thread(environ: dict[str, str], unblock: str | None = None, **overrides):
+    return bounded(lambda: load_settings(environ, **overrides), unblock)
 
 
 @pytest.fixture
