@@ -86,10 +86,32 @@ def regional_url(url: str, home: str, region: str, pinned: str | None) -> str | 
         target = urlsplit(pinned)
         return urlunsplit(parts._replace(scheme=target.scheme, netloc=target.netloc))
     match = REGIONAL_HOST.match(parts.netloc.lower())
-    if match is None or match.group(2) != home:
+    if match is None or match.group(2) != home or not same_partition(home, region):
         return None
     service, _, domain, port = match.groups()
     return urlunsplit(parts._replace(netloc=f"{service}.{region}.{domain}{port or ''}"))
+
+
+_partitions: dict[str, str | None] = {}
+
+
+def partition_of(region: str) -> str | None:
+    """The AWS partition of ``region`` (``aws``, ``aws-cn``, ``aws-us-gov``...), from botocore's endpoint
+    data (read once, on the first failover); None for a name no partition claims."""
+    if region not in _partitions:
+        try:
+            import botocore.session
+
+            _partitions[region] = botocore.session.get_session().get_partition_for_region(region)
+        except Exception:
+            _partitions[region] = None
+    return _partitions[region]
+
+
+def same_partition(home: str, region: str) -> bool:
+    """A request never fails over out of its partition: another partition has other credentials, other
+    hosts (``amazonaws.com.cn``) and, for GovCloud and China, rules about where the data may go."""
+    return partition_of(home) == partition_of(region)
 
 
 def _with_model(path_or_url: str, model_id: str) -> str:
@@ -361,8 +383,11 @@ class FallbackHooks:
             url = regional_url(request_dict.get("url", ""), home, candidate, pinned)
             if url is not None:
                 return "region", (candidate, url), reason
-            note = (f"Region failover to {candidate} skipped: the endpoint names no Region; pin one with "
-                    f"BEDROCK_HOOKS_FALLBACK_REGIONS={candidate}=URL.")
+            if same_partition(home, candidate):
+                why = "the endpoint names no Region; pin one with"
+            else:
+                why = f"it is not in the AWS partition of {home}; requests stay in their partition unless pinned with"
+            note = f"Region failover to {candidate} skipped: {why} BEDROCK_HOOKS_FALLBACK_REGIONS={candidate}=URL."
             if note not in state.notes:
                 state.notes.append(note)
                 logger.info("bedrock-hooks: %s", note)
