@@ -39,7 +39,7 @@ from .bodyformats import GEO_PREFIXES, same_body_format
 from .catalog import Entry
 from .config import Settings
 from .failsafe import report_failure
-from .features import Registrations, Runtime
+from .features import ClientFeature, Runtime
 from .quota_scope import QuotaScope, account_of, endpoint_of, model_in_path
 from .state import STATE_KEY, CallState, call_state
 
@@ -257,19 +257,13 @@ def reset_routers() -> None:
         _routers.clear()
 
 
-class FallbackHooks:
+class FallbackHooks(ClientFeature):
     """The per-client feature."""
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime) -> None:
-        self.settings = settings
-        self.runtime = runtime
+        super().__init__(client, settings, runtime)
         self.router = router_for(settings)
-        self.service = client.meta.service_model.service_id.hyphenize()
-        self.region = client.meta.region_name or ""
-        self.events = client.meta.events
         self._operations = client.meta.service_model.operation_names
-        self._signer = getattr(client, "_request_signer", None)
-        self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
         """``before-call`` per routable operation only, so other calls of the client pay nothing.
@@ -282,9 +276,6 @@ class FallbackHooks:
         for operation in sorted(ROUTABLE & set(self._operations)):
             suffix = f"{svc}.{operation}"
             self._registrations.add(f"before-call.{suffix}", self.on_before_call, f"bedrock-hooks-route-{suffix}")
-
-    def detach(self) -> None:
-        self._registrations.remove_all()
 
     def scope(self, request_dict: dict[str, Any], model_id: str) -> QuotaScope:
         """The quota scope of ``model_id`` where ``request_dict`` is going now."""

@@ -72,6 +72,29 @@ REGISTRY: tuple[FeatureSpec, ...] = (
 )
 
 
+class ClientFeature:
+    """The small base of every per-client feature: what it knows of its client, and a clean detach.
+
+    A feature registers its handlers through ``self._registrations``, so the default :meth:`detach`
+    removes exactly those and nothing another plugin put on the same emitter.
+    """
+
+    def __init__(self, client: Any, settings: Any, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime or Runtime()
+        self.service = client.meta.service_model.service_id.hyphenize()  #: the event-name form
+        self.region = client.meta.region_name or ""
+        self.events = client.meta.events
+        self._signer = getattr(client, "_request_signer", None)
+        self._registrations = Registrations(self.events)
+
+    def attach(self) -> None:
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        self._registrations.remove_all()
+
+
 class Registrations:
     """The handlers one feature put on one client's emitter, so that detaching removes exactly those."""
 

@@ -48,7 +48,7 @@ from typing import Any
 from . import process
 from .config import MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_IDLE, MAX_KEEPALIVE_INTERVAL, Settings
 from .failsafe import report_failure, safe_invoke
-from .features import Registrations, Runtime
+from .features import ClientFeature, Runtime
 from .classification import facts_from_exception
 from .state import call_state, classify_attempt
 
@@ -285,7 +285,7 @@ def _adopt(conn: Any, options: list[SocketOption]) -> None:
 
 # -- the per-client feature -------------------------------------------------------------------------
 
-class ConnectionHygiene:
+class ConnectionHygiene(ClientFeature):
     """Keep-alive socket options and idle eviction on one Bedrock client; detach restores botocore.
 
     It is also the state the client's pool subclasses consult on every hand-out and return:
@@ -300,10 +300,7 @@ class ConnectionHygiene:
     """
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime | None = None) -> None:
-        self.settings = settings
-        self.runtime = runtime or Runtime()
-        self.service = client.meta.service_model.service_id.hyphenize()
-        self.events = client.meta.events
+        super().__init__(client, settings, runtime)
         self.http_session = _http_session(client)
         self.attached = False
         self.ready = False
@@ -314,7 +311,6 @@ class ConnectionHygiene:
         self._wanted: list[SocketOption] = []
         self._original_classes: dict[str, type] = {}
         self._classes: dict[type, type] = {}
-        self._registrations = Registrations(self.events)
         self._lock = process.lock()
 
     # -- attach / detach --------------------------------------------------------------------------
@@ -342,7 +338,7 @@ class ConnectionHygiene:
                                     f"bedrock-hooks-keepalive-note-{self.service}", first=True)
 
     def detach(self) -> None:
-        self._registrations.remove_all()
+        super().detach()
         if not self.attached:
             return
         with self._lock:

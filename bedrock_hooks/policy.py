@@ -121,6 +121,12 @@ class RetryPolicy:
     deadline: float = 60.0
 
     @classmethod
+    def for_client(cls, settings: Settings, client: Any) -> RetryPolicy:
+        """The policy for ``client``: :meth:`from_settings` with the client's own attempt count."""
+        retries = getattr(client.meta.config, "retries", None) or {}
+        return cls.from_settings(settings, retries.get("total_max_attempts"))
+
+    @classmethod
     def from_settings(cls, settings: Settings, client_max_attempts: int | None = None) -> RetryPolicy:
         """The policy for one client: an explicit BEDROCK_HOOKS_MAX_ATTEMPTS wins, then the client's
         own ``Config(retries={"max_attempts": ...})`` (both for every error); otherwise throttling gets

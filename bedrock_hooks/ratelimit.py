@@ -43,7 +43,7 @@ from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify, facts_from_parts
 from .config import Settings
 from .failsafe import report_failure
-from .features import Registrations
+from .features import ClientFeature
 from .quota_scope import QuotaScope, request_scope
 from .state import classify_attempt
 
@@ -301,7 +301,7 @@ def _classify(facts: ErrorFacts | None) -> Any:
 
 # -- the per-client feature --------------------------------------------------------------------------
 
-class RateLimit:
+class RateLimit(ClientFeature):
     """Paces one client's sends by the bucket of each request's quota scope; detach restores plain botocore.
 
     The scope (account, Region, model, endpoint) is computed only while some scope of the process
@@ -310,23 +310,15 @@ class RateLimit:
     """
 
     def __init__(self, client: Any, settings: Settings, runtime: Any) -> None:
-        self.runtime = runtime
-        self.events = client.meta.events
-        self.service = client.meta.service_model.service_id.hyphenize()
-        self.region = client.meta.region_name or ""
+        super().__init__(client, settings, runtime)
         self.max_wait = float(settings.backoff_cap)
-        self._signer = getattr(client, "_request_signer", None)
         self._local = threading.local()  # the attempt this thread is sending: its answer's scope comes from it
-        self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
         self._registrations.add(f"before-send.{self.service}", self.on_before_send,
                                 f"bedrock-hooks-ratelimit-send-{self.service}")
         self._registrations.add(f"response-received.{self.service}", self.on_response_received,
                                 f"bedrock-hooks-ratelimit-observe-{self.service}")
-
-    def detach(self) -> None:
-        self._registrations.remove_all()
 
     def scope(self, request: Any, event_name: str | None) -> QuotaScope:
         """The quota ``request`` draws on: account, signing Region, model (or operation), endpoint."""

@@ -27,7 +27,7 @@ from .classification import Classification, facts_from_exception, facts_from_par
 from .config import Settings
 from .hints import HintFacts, annotate_exception, append_hint, build_info, hint_line
 from .failsafe import report_failure, safe_invoke
-from .features import Registrations, Runtime
+from .features import ClientFeature, Runtime
 from .policy import BUDGET_SPENT, Reason, RetryPolicy, Verdict, resend_is_safe
 from .state import CallState, call_state, classify_attempt, existing_state
 
@@ -77,24 +77,18 @@ def find_botocore_retry_handler(events: Any, service: str) -> tuple[Callable[...
 _refusals: set[str] = set()
 
 
-class ClientHooks:
+class ClientHooks(ClientFeature):
     """Everything bedrock-hooks registers on one client, and how to take it off again."""
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime | None = None) -> None:
-        self.settings = settings
-        self.runtime = runtime or Runtime()
-        self.service = client.meta.service_model.service_id.hyphenize()
-        self.events = client.meta.events
-        self._signer = getattr(client, "_request_signer", None)
-        retries = getattr(client.meta.config, "retries", None) or {}
-        self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
+        super().__init__(client, settings, runtime)
+        self.policy = RetryPolicy.for_client(settings, client)
         self.budget = budget_for(client)  #: the client's retry quota, shared with its streams
         self.clock_offset = 0.0
         self._botocore_retry: Callable[..., Any] | None = None
         self._took_slot = False
         #: Why botocore's retry slot was not taken over (``doctor`` shows it); None when it was.
         self.retry_refusal: str | None = None
-        self._registrations = Registrations(self.events)
 
     # -- attachment -----------------------------------------------------------------------------
     def attach(self) -> None:

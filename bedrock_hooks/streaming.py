@@ -39,7 +39,7 @@ from . import compat, process
 from .budget import budget_for
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
-from .features import Registrations, Runtime
+from .features import ClientFeature, Runtime
 from .hints import HintFacts, annotate_exception, build_info
 from .policy import Reason, RetryPolicy, Verdict
 from .failsafe import report_failure
@@ -84,22 +84,17 @@ def event_stream_member(operation_model: Any) -> str | None:
     return None
 
 
-class StreamHooks:
+class StreamHooks(ClientFeature):
     """The per-client feature: capture parameters, wrap event streams in responses."""
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime) -> None:
-        self.settings = settings
-        self.runtime = runtime
-        self.service = client.meta.service_model.service_id.hyphenize()
+        super().__init__(client, settings, runtime)
         self.service_name = client.meta.service_model.service_name
-        self.events = client.meta.events
         self._client = weakref.ref(client)
-        retries = getattr(client.meta.config, "retries", None) or {}
-        self.policy = RetryPolicy.from_settings(settings, retries.get("total_max_attempts"))
+        self.policy = RetryPolicy.for_client(settings, client)
         self.budget = budget_for(client)  #: the client's retry quota, shared with its unary calls
         self.read_timeout = getattr(client.meta.config, "read_timeout", None)
         self._service_model = client.meta.service_model
-        self._registrations = Registrations(self.events)
 
     def attach(self) -> None:
         """Register per streaming operation only, so other calls of the client pay nothing."""
@@ -110,9 +105,6 @@ class StreamHooks:
                                         f"bedrock-hooks-params-{svc}-{operation}")
             self._registrations.add(f"after-call.{svc}.{operation}", self.on_after_call,
                                     f"bedrock-hooks-stream-{svc}-{operation}")
-
-    def detach(self) -> None:
-        self._registrations.remove_all()
 
     def recoverable(self, operation_name: str) -> bool:
         # BEDROCK_HOOKS_RETRY=off hands retries to botocore, which never re-issues a stream: neither do we.
