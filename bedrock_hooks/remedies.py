@@ -92,9 +92,11 @@ def credential_source(credentials: Any) -> str | None:
 
 
 #: A forced refresh this recent is reused by every ExpiredToken that arrives within it: such an answer
-#: takes one round trip, so its request was almost surely signed before the refresh.
+#: takes one round trip, so its request was almost surely signed before the refresh. A refresh that
+#: failed is reused the same way: the provider is not asked again by every thread of the herd in turn.
 REFRESH_REUSE_WINDOW = 2.0
-_refreshed_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+#: credentials -> (clock time the last forced refresh ended, whether it succeeded)
+_refreshed_at: weakref.WeakKeyDictionary[Any, tuple[float, bool]] = weakref.WeakKeyDictionary()
 _refreshed_lock = process.lock()
 
 
@@ -126,13 +128,20 @@ def refresh_credentials(credentials: Any, *, seen: Any = None, clock: Callable[[
             return True  # refreshed by another caller while this one waited
         with _refreshed_lock:
             last = _refreshed_at.get(credentials)
-        if last is not None and arrived - last <= REFRESH_REUSE_WINDOW:
-            return True
+        if last is not None and arrived - last[0] <= REFRESH_REUSE_WINDOW:
+            return last[1]  # another caller's refresh (or failure) this one waited for
         try:
             refresh(is_mandatory=True)
+            succeeded = True
         except Exception as exc:  # a failed refresh is reported by the hint, not raised here
             logger.warning("bedrock-hooks: credential refresh failed: %s", type(exc).__name__)
-            return False
+            succeeded = False
         with _refreshed_lock:
-            _refreshed_at[credentials] = clock()
-        return True
+            _refreshed_at[credentials] = (clock(), succeeded)
+        return succeeded
+
+
+def can_refresh(credentials: Any) -> bool:
+    """Whether ``credentials`` refresh themselves (botocore's ``RefreshableCredentials``): a failed
+    :func:`refresh_credentials` of those is the provider failing, not static keys."""
+    return getattr(credentials, "_refresh_using", None) is not None and hasattr(credentials, "_protected_refresh")

@@ -313,7 +313,11 @@ class ClientHooks(ClientFeature):
         if remedies.refresh_credentials(credentials, seen=seen, clock=self.runtime.clock):
             state.note("bedrock-hooks forced a credential refresh and retried once.")
             return True
-        state.note("These credentials cannot refresh themselves (static keys or session token).")
+        if remedies.can_refresh(credentials):
+            state.note("bedrock-hooks forced a credential refresh, but the refresh failed (the credential provider "
+                       "raised: see the WARNING log); fix the provider (STS, SSO, IMDS) the credentials come from.")
+        else:
+            state.note("These credentials cannot refresh themselves (static keys or session token).")
         return False
 
     # -- signing clock ----------------------------------------------------------------------------
