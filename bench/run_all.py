@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -40,22 +41,17 @@ def _idle_drop(smoke: bool) -> dict[str, Any]:
 
 
 def _startup(smoke: bool) -> dict[str, Any]:
+    """Startup as users get it: a fresh non-editable venv of this checkout (smoke: the running interpreter)."""
     runs = 3 if smoke else 30
-    return {"runs": runs, "startup_pass": startup.compare("pass", runs),
-            "first_boto3_import": startup.compare("import boto3", max(3, runs // 3)),
-            "in_process": startup.in_process(max(3, runs // 3))}
+    if smoke:
+        return startup.measure(startup.Interpreter(sys.executable), runs)
+    with tempfile.TemporaryDirectory(prefix="bedrock-hooks-startup-") as directory:
+        return startup.measure(startup.Interpreter(startup.make_venv(Path(directory) / "venv")), runs)
 
 
 def _startup_table(s: dict[str, Any]) -> str:
-    p, f, i = s["startup_pass"], s["first_boto3_import"], s["in_process"]
-    rows = [["`python -c pass`", f"{p['plain_ms']:.1f} ms", f"{p['bootstrap_ms']:.1f} ms", f"{p['ratio']:.3f}",
-             f"{p['delta_ms']:+.1f} ms"],
-            ["`python -c 'import boto3'` (first botocore import)", f"{f['plain_ms']:.1f} ms",
-             f"{f['bootstrap_ms']:.1f} ms", f"{f['ratio']:.3f}", f"{f['delta_ms']:+.1f} ms"]]
-    table = _common.markdown_table(["command", "plain", "with bootstrap (`bedrock-hooks run`)", "ratio", "delta"], rows)
-    return table + (f"\n\nIn process, boto3 already imported: `import bedrock_hooks` {i['import_ms']:.1f} ms, "
-                    f"`bedrock_hooks.install()` {i['install_ms']:.2f} ms (medians of {max(3, s['runs'] // 3)} fresh "
-                    f"interpreters).")
+    return ("Each row: A vs B wall-clock medians of interleaved pairs, the pairs' range, CPU difference "
+            "(`python bench/startup.py --make-venv DIR`).\n\n```\n" + startup.render(s) + "\n```")
 
 
 def run(smoke: bool, out: Path, command: str) -> dict[str, Any]:
