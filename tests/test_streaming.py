@@ -182,23 +182,15 @@ def test_read_timeout_mid_stream_says_which_timeout_fired(server, fake_time):
 
 # -- switches -----------------------------------------------------------------------------------------
 
-def test_stream_retry_off_does_not_reissue_but_still_hints(server, fake_time, monkeypatch):
-    monkeypatch.setenv("BEDROCK_HOOKS_STREAM_RETRY", "off")
+@pytest.mark.parametrize("switch", ["BEDROCK_HOOKS_STREAM_RETRY", "BEDROCK_HOOKS_RETRY"])
+def test_stream_retry_off_does_not_reissue_but_still_hints(switch, server, fake_time, monkeypatch):
+    # BEDROCK_HOOKS_RETRY=off hands retries to botocore, which never re-issues a stream: neither do we.
+    monkeypatch.setenv(switch, "off")
     client = hooked_client(server, fake_time)
     server.script(Reply.stream([exc_frame()]))
     with pytest.raises(EventStreamError) as raised:
         list(converse_stream(client)["stream"])
     assert len(server.requests) == 1
-    assert raised.value.response["BedrockHooks"]["stopped_because"] == "not-recoverable"
-
-
-def test_retry_off_means_no_stream_reissue_either(server, fake_time, monkeypatch):
-    monkeypatch.setenv("BEDROCK_HOOKS_RETRY", "off")
-    client = hooked_client(server, fake_time)
-    server.script(Reply.stream([exc_frame()]))
-    with pytest.raises(EventStreamError) as raised:
-        list(converse_stream(client)["stream"])
-    assert len(server.requests) == 1  # botocore never re-issues a stream; with retries handed to it, neither do we
     assert raised.value.response["BedrockHooks"]["stopped_because"] == "not-recoverable"
 
 
