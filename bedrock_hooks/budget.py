@@ -22,6 +22,7 @@ import weakref
 from typing import Any
 
 from . import compat, process
+from .retry_slot import botocore_retry_handler
 
 _lock = process.lock()
 _budgets: weakref.WeakKeyDictionary[Any, RetryBudget] = weakref.WeakKeyDictionary()
@@ -105,8 +106,6 @@ def _botocore_checker(client: Any) -> Any:
     """The ``RetryQuotaChecker`` of botocore's retry handler in the client's retry slot (standard and
     adaptive mode; legacy mode has none), looking through the retry feature if it holds the slot."""
     from botocore.retries.standard import RetryQuotaChecker
-
-    from .retry import botocore_retry_handler
 
     handler = botocore_retry_handler(client.meta.events, client.meta.service_model.service_id.hyphenize())
     for _ in range(3):

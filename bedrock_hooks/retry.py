@@ -29,6 +29,7 @@ from .hints import HintFacts, annotate_exception, append_hint, build_info, hint_
 from .failsafe import report_failure, safe_invoke
 from .features import ClientFeature, Runtime
 from .policy import BUDGET_SPENT, Reason, RetryPolicy, Verdict, resend_is_safe
+from .retry_slot import botocore_retry_handler, find_botocore_retry_handler
 from .state import CallState, call_state, classify_attempt, existing_state
 
 logger = logging.getLogger("bedrock_hooks.retry")
@@ -36,42 +37,6 @@ logger = logging.getLogger("bedrock_hooks.retry")
 _DELEGATE = object()
 #: Said in every hint while retry decisions are off.
 RETRY_OFF_NOTE = "Retries were botocore's own (BEDROCK_HOOKS_RETRY=off)."
-
-
-def _raw_emitter(events: Any) -> Any:
-    """botocore wraps its HierarchicalEmitter in an EventAliaser; unique ids live on the inner one."""
-    while hasattr(events, "_emitter"):
-        events = events._emitter
-    return events
-
-
-def botocore_retry_handler(events: Any, service: str) -> Callable[..., Any] | None:
-    """The handler botocore registered in the ``retry-config-<service>`` slot, if verified (else None)."""
-    return find_botocore_retry_handler(events, service)[0]
-
-
-def find_botocore_retry_handler(events: Any, service: str) -> tuple[Callable[..., Any] | None, str | None]:
-    """botocore's retry handler and None, or None and why it cannot be taken over safely.
-
-    The slot is private botocore state: it is trusted only when the emitter's unique-id table has it
-    *and* the handler it names is really registered on ``needs-retry.<service>``, so that
-    unregistering that id removes exactly botocore's retry handler and nothing else.
-    """
-    raw = _raw_emitter(events)
-    table = getattr(raw, "_unique_id_handlers", None)
-    if not isinstance(table, dict):
-        return None, "this botocore's event emitter has no unique-id table to find its retry handler in"
-    slot = table.get(f"retry-config-{service}")
-    handler = slot.get("handler") if isinstance(slot, dict) else None
-    if not callable(handler):
-        return None, f"no retry handler in botocore's retry-config-{service} slot"
-    try:
-        registered = list(raw._handlers.prefix_search(f"needs-retry.{service}"))
-    except Exception:
-        return None, "this botocore's event emitter cannot list its needs-retry handlers"
-    if not any(candidate == handler for candidate in registered):
-        return None, f"the retry-config-{service} slot names a handler that is not on needs-retry.{service}"
-    return handler, None
 
 
 _refusals: set[str] = set()
