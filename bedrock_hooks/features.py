@@ -11,9 +11,11 @@ import importlib
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
+
+from . import aio
 
 
 class Feature(Protocol):
@@ -26,10 +28,15 @@ class Feature(Protocol):
 
 @dataclass(frozen=True)
 class Runtime:
-    """Injectable time and randomness: tests drive retries without sleeping."""
+    """Injectable time and randomness: tests drive retries without sleeping.
+
+    ``sleep`` serves botocore clients; ``async_sleep`` (a coroutine function) serves aiobotocore
+    clients, whose waits must never block the event loop.
+    """
 
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = aio.sleep
     wall: Callable[[], float] = time.time
     rng: random.Random | None = None
 
@@ -85,6 +92,8 @@ class ClientFeature:
         self.service = client.meta.service_model.service_id.hyphenize()  #: the event-name form
         self.region = client.meta.region_name or ""
         self.events = client.meta.events
+        #: An aiobotocore client: handlers must return awaitables instead of blocking (:mod:`.aio`).
+        self.is_async = aio.is_async(client)
         self._signer = getattr(client, "_request_signer", None)
         self._registrations = Registrations(self.events)
 

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import compat, patches, process
+from . import aio, compat, patches, process
 from .config import Settings, apply_log_level, load_settings
 from .failsafe import safe_invoke
 from .features import REGISTRY, Feature, Runtime
@@ -166,9 +166,6 @@ def _botocore_session(target: Any) -> Any:
 
 # -- async targets: refused until async support lands ---------------------------------------------
 
-_ASYNC_PACKAGES = ("aiobotocore", "aioboto3")
-
-
 def _refused(target: Any) -> str | None:
     """Why ``target`` is refused (it is an aiobotocore/aioboto3 session or client), else None.
 
@@ -176,23 +173,13 @@ def _refused(target: Any) -> str | None:
     the event loop during backoff and break ``async for`` over streams. Refusing is the safe answer.
     """
     for candidate in (target, getattr(target, "_session", None)):
-        package = _async_package(candidate)
+        package = aio.package_of(candidate)
         if package is not None:
             what = "client" if _is_client(target) else "session"
             _warn_once(f"refused-{package}-{what}",
                        "bedrock-hooks: not installed on %s %s %s: async clients are not supported yet; "
                        "it keeps plain %s behaviour", package, what, type(target).__name__, package)
             return f"{package} {what}: async clients are not supported yet"
-    return None
-
-
-def _async_package(obj: Any) -> str | None:
-    if obj is None:
-        return None
-    for cls in type(obj).__mro__:
-        package = (getattr(cls, "__module__", "") or "").partition(".")[0]
-        if package in _ASYNC_PACKAGES:
-            return package
     return None
 
 

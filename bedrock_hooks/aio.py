@@ -1,0 +1,37 @@
+"""What differs for async clients (aiobotocore, aioboto3): recognising them, and sleeping without blocking.
+
+aiobotocore reuses botocore's events: its ``AioHierarchicalEmitter`` awaits a handler's answer when it
+is awaitable, so one handler serves both kinds of client as long as it returns a coroutine, never
+blocks, on an async one. This module imports nothing from aiobotocore (nor asyncio, until a coroutine
+actually sleeps): without aiobotocore installed nothing async is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Top-level packages whose sessions and clients are async.
+ASYNC_PACKAGES = ("aiobotocore", "aioboto3")
+
+
+def package_of(obj: Any) -> str | None:
+    """``"aiobotocore"`` / ``"aioboto3"`` when ``obj`` (or its class hierarchy) comes from one, else None."""
+    if obj is None:
+        return None
+    for cls in type(obj).__mro__:
+        package = (getattr(cls, "__module__", "") or "").partition(".")[0]
+        if package in ASYNC_PACKAGES:
+            return package
+    return None
+
+
+def is_async(obj: Any) -> bool:
+    """Whether ``obj`` (a client, session or emitter) belongs to an async library."""
+    return package_of(obj) is not None
+
+
+async def sleep(seconds: float) -> None:
+    """The default :attr:`Runtime.async_sleep`: ``asyncio.sleep``, imported on first use."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
