@@ -17,6 +17,13 @@ so a completely unmodified boto3 client exercises its whole stack::
         client.converse(modelId="m", messages=[...])   # retried once, succeeds
         assert [r.operation for r in server.requests] == ["Converse"] * 2
 
+Bedrock's token quota per model, with usage reported in every answer::
+
+    server.quota("anthropic.claude-sonnet-4*", tokens_per_minute=200_000)
+    # each call reserves input + maxTokens (unset: the model's maximum output), answers 429
+    # "Too many tokens" when that does not fit, and settles to input + output x 5 (Claude 4)
+    server.quota_stats()["anthropic.claude-sonnet-4-20250514-v1:0"].throttled
+
 Replies are chosen per request in this order: ``server.handler`` (if set and it
 returns a reply), then the FIFO queue filled by :meth:`BedrockServer.script`,
 then ``server.default``.  Besides well-formed answers, replies can inject
@@ -31,6 +38,8 @@ Layout (import everything from here; the submodules are the seams):
 * :mod:`.replies` – scripted replies (``Reply``) and the default bodies;
 * :mod:`.connection` – one TCP connection: reading requests, writing replies and faults;
 * :mod:`.server` – ``BedrockServer``: lifecycle, scripting, observation;
+* :mod:`.quota` – Bedrock's tokens-per-minute quota per model (``server.quota(...)``): reservation
+  at request start, settlement at the end, burndown, usage in every answer;
 * :mod:`.sigv4` – ``verify_sigv4``/``sigv4_scope`` with botocore's own signer.
 
 Only the standard library is used; :meth:`BedrockServer.client` and
@@ -40,6 +49,7 @@ Only the standard library is used; :meth:`BedrockServer.client` and
 from __future__ import annotations
 
 from .frames import EventFrame, HeaderValue, decode_frames, encode_frame
+from .quota import MODEL_LIMITS, QuotaStats, Reservation, TokenQuota, count_tokens, model_limits
 from .replies import DEFAULT_TEXT, Handler, Reply
 from .server import BedrockServer
 from .sigv4 import sigv4_scope, verify_sigv4
@@ -62,4 +72,10 @@ __all__ = [
     "HeaderValue",
     "sigv4_scope",
     "verify_sigv4",
+    "TokenQuota",
+    "QuotaStats",
+    "Reservation",
+    "MODEL_LIMITS",
+    "count_tokens",
+    "model_limits",
 ]

@@ -31,6 +31,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
+    from .quota import Reservation
     from .server import BedrockServer
 
 class _ConnectionAborted(Exception):
@@ -111,8 +112,12 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             )
             self.request_index += 1
             owner._record(request)
-            reply = owner._choose_reply(request)
-            self._perform(reply, request)
+            reply, usage = owner._admit(request, owner._choose_reply(request))
+            self._unsettled = usage
+            try:
+                self._perform(reply, request, usage)
+            finally:
+                self._settle(completed=False)  # abandoned before its last bytes: input only
         except (_ConnectionAborted, OSError):
             # Client went away, server stopping, or garbage framing: drop the
             # connection quietly; the client sees whatever it sees.  Anything
@@ -121,13 +126,22 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
 
     # -- response side ----------------------------------------------------- #
 
-    def _perform(self, reply: Reply, request: RecordedRequest) -> None:
+    _unsettled: Optional[Reservation] = None
+
+    def _settle(self, completed: bool = True) -> None:
+        """Settle the request's quota reservation, once.  Called just *before* the last bytes of a
+        generated answer are written, so a client that has its answer always sees it settled."""
+        usage, self._unsettled = self._unsettled, None
+        if usage is not None:
+            self.server.owner._settle(usage, completed)
+
+    def _perform(self, reply: Reply, request: RecordedRequest, usage: Reservation | None = None) -> None:
         kind = reply.kind
         if kind == "delay":
             if self.server.owner._stopping.wait(reply.seconds):
                 raise _ConnectionAborted()
             assert reply.then is not None
-            self._perform(reply.then, request)
+            self._perform(reply.then, request, usage)
         elif kind == "reset":
             self._reset_connection()
         elif kind == "close":
@@ -142,9 +156,10 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         elif kind == "stream" or (
             kind == "ok" and reply.body is None and request.operation in STREAMING_OPERATIONS
         ):
-            self._send_stream(reply, request)
+            self._send_stream(reply, request, usage)
         else:
-            status, headers, body = self._render(reply, request)
+            status, headers, body = self._render(reply, request, usage)
+            self._settle()
             self._write_head(status, headers, b"" if self.command == "HEAD" else body)
 
     def _base_headers(self, reply: Reply, *, request_id: bool) -> list[tuple[str, str]]:
@@ -154,10 +169,12 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             headers.append(("x-amzn-RequestId", str(uuid.uuid4())))
         return headers
 
-    def _render(self, reply: Reply, request: RecordedRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _render(
+        self, reply: Reply, request: RecordedRequest, usage: Reservation | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         extra: dict[str, str] = {}
         if reply.body is None:
-            body, extra = default_body(request)
+            body, extra = default_body(request, usage)
         else:
             body = reply.body
         headers = self._base_headers(reply, request_id=reply.kind != "raw")
@@ -177,8 +194,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
         self.wfile.write(head.encode("latin-1") + body)
 
-    def _send_stream(self, reply: Reply, request: RecordedRequest) -> None:
-        frames = reply.frames if reply.kind == "stream" else default_stream(request)
+    def _send_stream(self, reply: Reply, request: RecordedRequest, usage: Reservation | None = None) -> None:
+        frames = reply.frames if reply.kind == "stream" else default_stream(request, usage)
         headers = self._base_headers(reply, request_id=True)
         headers.append(("Content-Type", EVENTSTREAM_CONTENT_TYPE))
         if request.operation == "InvokeModelWithResponseStream":
@@ -203,6 +220,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             data = frame.encode()
             if not data:
                 continue
+            if index == len(frames) - 1:
+                self._settle()
             if reply.chunked:
                 data = f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n"
             self.wfile.write(data)

@@ -150,9 +150,16 @@ class EventFrame:
         input_tokens: int = 5,
         output_tokens: int | None = None,
         latency_ms: int = 1,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> list[EventFrame]:
-        """A complete ConverseStream answer that streams ``texts`` as deltas."""
+        """A complete ConverseStream answer that streams ``texts`` as deltas; the closing ``metadata``
+        event reports usage (cache fields only when a cache count is given) and ``latencyMs``."""
         out_tokens = max(1, len(texts)) if output_tokens is None else output_tokens
+        usage = {"inputTokens": input_tokens, "outputTokens": out_tokens,
+                 "totalTokens": input_tokens + out_tokens + cache_read_tokens + cache_write_tokens}
+        if cache_read_tokens or cache_write_tokens:
+            usage.update(cacheReadInputTokens=cache_read_tokens, cacheWriteInputTokens=cache_write_tokens)
         frames = [cls.event("messageStart", {"role": "assistant"})]
         frames += [
             cls.event("contentBlockDelta", {"delta": {"text": text}, "contentBlockIndex": 0})
@@ -161,17 +168,7 @@ class EventFrame:
         frames += [
             cls.event("contentBlockStop", {"contentBlockIndex": 0}),
             cls.event("messageStop", {"stopReason": stop_reason}),
-            cls.event(
-                "metadata",
-                {
-                    "usage": {
-                        "inputTokens": input_tokens,
-                        "outputTokens": out_tokens,
-                        "totalTokens": input_tokens + out_tokens,
-                    },
-                    "metrics": {"latencyMs": latency_ms},
-                },
-            ),
+            cls.event("metadata", {"usage": usage, "metrics": {"latencyMs": latency_ms}}),
         ]
         return frames
 
@@ -196,9 +193,20 @@ class EventFrame:
         model: str = "claude-3-haiku-20240307",
         input_tokens: int = 5,
         stop_reason: str = "end_turn",
+        output_tokens: int | None = None,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        latency_ms: int = 12,
     ) -> list[EventFrame]:
-        """A realistic Anthropic Messages stream for InvokeModelWithResponseStream."""
-        out_tokens = max(1, len(texts))
+        """A realistic Anthropic Messages stream for InvokeModelWithResponseStream; the last chunk
+        carries Bedrock's ``amazon-bedrock-invocationMetrics`` (token counts and latencies)."""
+        out_tokens = max(1, len(texts)) if output_tokens is None else output_tokens
+        usage: dict[str, int] = {"input_tokens": input_tokens, "output_tokens": 1}
+        metrics = {"inputTokenCount": input_tokens, "outputTokenCount": out_tokens,
+                   "invocationLatency": latency_ms, "firstByteLatency": min(5, latency_ms)}
+        if cache_read_tokens or cache_write_tokens:
+            usage.update(cache_read_input_tokens=cache_read_tokens, cache_creation_input_tokens=cache_write_tokens)
+            metrics.update(cacheReadInputTokenCount=cache_read_tokens, cacheWriteInputTokenCount=cache_write_tokens)
         chunks: list[Mapping[str, Any]] = [
             {
                 "type": "message_start",
@@ -210,7 +218,7 @@ class EventFrame:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                    "usage": usage,
                 },
             },
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -226,15 +234,7 @@ class EventFrame:
                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                 "usage": {"output_tokens": out_tokens},
             },
-            {
-                "type": "message_stop",
-                "amazon-bedrock-invocationMetrics": {
-                    "inputTokenCount": input_tokens,
-                    "outputTokenCount": out_tokens,
-                    "invocationLatency": 12,
-                    "firstByteLatency": 5,
-                },
-            },
+            {"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics},
         ]
         return cls.invoke_chunks(chunks)
 

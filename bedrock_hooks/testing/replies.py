@@ -10,12 +10,17 @@ generated for ``Reply.ok()`` per operation are here too, because they are what
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from ..bodyformats import body_format
 from .frames import EventFrame
 from .wire import DateLike, ERROR_TYPE_SUFFIX, RecordedRequest, http_date, json_bytes
+
+if TYPE_CHECKING:
+    from .quota import Reservation
 
 #: The assistant text used by every generated default response.
 DEFAULT_TEXT = "Hello from the test server"
@@ -250,35 +255,28 @@ Handler = Callable[[RecordedRequest], Optional[Reply]]
 # --------------------------------------------------------------------------- #
 
 
-def default_body(request: RecordedRequest) -> tuple[bytes, dict[str, str]]:
+def default_body(request: RecordedRequest, usage: Reservation | None = None) -> tuple[bytes, dict[str, str]]:
     """A realistic ``Reply.ok()`` body and extra headers for the operation called,
-    so an app's every call works against the default server."""
+    so an app's every call works against the default server.
+
+    With ``usage`` (the request drew on a quota, :mod:`.quota`) the answer has that many tokens and
+    reports them; InvokeModel answers then take the shape of the model's body format (Anthropic
+    messages, Titan Text, Nova, Llama; others the Anthropic shape).  Without it the usage is the fixed
+    5 input / 6 output tokens of :data:`DEFAULT_TEXT`.
+    """
     op = request.operation
     if op == "Converse":
-        return json_bytes(
-            {
-                "output": {"message": {"role": "assistant", "content": [{"text": DEFAULT_TEXT}]}},
-                "stopReason": "end_turn",
-                "usage": {"inputTokens": 5, "outputTokens": 6, "totalTokens": 11},
-                "metrics": {"latencyMs": 12},
-            }
-        ), {}
+        return json_bytes(_converse_body(request, usage)), {}
     if op == "InvokeModel":
-        body = {
-            "id": "msg_bdrk_" + uuid.uuid4().hex[:24],
-            "type": "message",
-            "role": "assistant",
-            "model": request.model_id or "claude-3-haiku-20240307",
-            "content": [{"type": "text", "text": DEFAULT_TEXT}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 5, "output_tokens": 6},
-        }
-        return json_bytes(body), {
-            "X-Amzn-Bedrock-Invocation-Latency": "12",
-            "X-Amzn-Bedrock-Input-Token-Count": "5",
-            "X-Amzn-Bedrock-Output-Token-Count": "6",
-        }
+        if usage is None:
+            body: dict[str, Any] = _anthropic_body(request, DEFAULT_TEXT, 5, 6, "end_turn")
+            return json_bytes(body), _invoke_headers(12, 5, 6)
+        shape = _INVOKE_SHAPES.get((body_format(request.model_id or "") or "").split(":")[0], _anthropic_usage_body)
+        headers = _invoke_headers(_latency_ms(request), usage.input_tokens, usage.output_tokens)
+        if usage.cached:
+            headers["X-Amzn-Bedrock-Cache-Read-Input-Token-Count"] = str(usage.cache_read_tokens)
+            headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(usage.cache_write_tokens)
+        return json_bytes(shape(request, usage)), headers
     if op == "ListFoundationModels":
         return json_bytes({"modelSummaries": []}), {}
     if op == "CountTokens":
@@ -290,8 +288,117 @@ def default_body(request: RecordedRequest) -> tuple[bytes, dict[str, str]]:
     return b"{}", {}
 
 
-def default_stream(request: RecordedRequest) -> tuple[EventFrame, ...]:
-    """The complete event stream ``Reply.ok()`` sends for a streaming operation."""
+def default_stream(request: RecordedRequest, usage: Reservation | None = None) -> tuple[EventFrame, ...]:
+    """The complete event stream ``Reply.ok()`` sends for a streaming operation (with ``usage``: that
+    many tokens, reported in the ConverseStream ``metadata`` event or the invocation metrics of the
+    last InvokeModelWithResponseStream chunk)."""
+    if usage is None:
+        if request.operation == "InvokeModelWithResponseStream":
+            return tuple(EventFrame.anthropic_text([DEFAULT_TEXT]))
+        return tuple(EventFrame.converse_text(["Hello", " from the test server"]))
+    pieces = _pieces(usage.text)
+    counts = dict(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                  cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+                  stop_reason=usage.stop_reason)
     if request.operation == "InvokeModelWithResponseStream":
-        return tuple(EventFrame.anthropic_text([DEFAULT_TEXT]))
-    return tuple(EventFrame.converse_text(["Hello", " from the test server"]))
+        return tuple(EventFrame.anthropic_text(pieces, model=request.model_id or "claude-3-haiku-20240307",
+                                              latency_ms=_latency_ms(request), **counts))  # type: ignore[arg-type]
+    return tuple(EventFrame.converse_text(pieces, latency_ms=_latency_ms(request), **counts))  # type: ignore[arg-type]
+
+
+#: Characters per streamed delta of a generated answer.
+_DELTA_CHARS = 64
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i : i + _DELTA_CHARS] for i in range(0, len(text), _DELTA_CHARS)] or [""]
+
+
+def _latency_ms(request: RecordedRequest) -> int:
+    return max(1, int((time.monotonic() - request.time) * 1000))
+
+
+def _invoke_headers(latency_ms: int, input_tokens: int, output_tokens: int) -> dict[str, str]:
+    return {
+        "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms),
+        "X-Amzn-Bedrock-Input-Token-Count": str(input_tokens),
+        "X-Amzn-Bedrock-Output-Token-Count": str(output_tokens),
+    }
+
+
+def _converse_body(request: RecordedRequest, usage: Reservation | None) -> dict[str, Any]:
+    if usage is None:
+        text, stop, latency = DEFAULT_TEXT, "end_turn", 12
+        counts = {"inputTokens": 5, "outputTokens": 6, "totalTokens": 11}
+    else:
+        text, stop, latency = usage.text, usage.stop_reason, _latency_ms(request)
+        counts = {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
+                  "totalTokens": usage.total_tokens}
+        if usage.cached:
+            counts.update(cacheReadInputTokens=usage.cache_read_tokens, cacheWriteInputTokens=usage.cache_write_tokens)
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "stopReason": stop,
+        "usage": counts,
+        "metrics": {"latencyMs": latency},
+    }
+
+
+def _anthropic_body(request: RecordedRequest, text: str, input_tokens: int, output_tokens: int,
+                    stop_reason: str) -> dict[str, Any]:
+    return {
+        "id": "msg_bdrk_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": request.model_id or "claude-3-haiku-20240307",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def _anthropic_usage_body(request: RecordedRequest, usage: Reservation) -> dict[str, Any]:
+    body = _anthropic_body(request, usage.text, usage.input_tokens, usage.output_tokens, usage.stop_reason)
+    if usage.cached:
+        body["usage"].update(cache_read_input_tokens=usage.cache_read_tokens,
+                             cache_creation_input_tokens=usage.cache_write_tokens)
+    return body
+
+
+def _titan_body(request: RecordedRequest, usage: Reservation) -> dict[str, Any]:
+    return {
+        "inputTextTokenCount": usage.input_tokens,
+        "results": [{"tokenCount": usage.output_tokens, "outputText": usage.text,
+                     "completionReason": "LENGTH" if usage.stop_reason == "max_tokens" else "FINISH"}],
+    }
+
+
+def _nova_body(request: RecordedRequest, usage: Reservation) -> dict[str, Any]:
+    counts = {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
+              "totalTokens": usage.total_tokens}
+    if usage.cached:
+        counts.update(cacheReadInputTokenCount=usage.cache_read_tokens, cacheWriteInputTokenCount=usage.cache_write_tokens)
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": usage.text}]}},
+        "stopReason": usage.stop_reason,
+        "usage": counts,
+    }
+
+
+def _llama_body(request: RecordedRequest, usage: Reservation) -> dict[str, Any]:
+    return {
+        "generation": usage.text,
+        "prompt_token_count": usage.input_tokens,
+        "generation_token_count": usage.output_tokens,
+        "stop_reason": "length" if usage.stop_reason == "max_tokens" else "stop",
+    }
+
+
+#: InvokeModel answer per body format (``bodyformats.body_format``) when usage is accounted.
+_INVOKE_SHAPES: dict[str, Callable[[RecordedRequest, Reservation], dict[str, Any]]] = {
+    "anthropic-messages": _anthropic_usage_body,
+    "titan-text": _titan_body,
+    "nova-messages": _nova_body,
+    "meta-llama": _llama_body,
+}

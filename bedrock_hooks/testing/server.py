@@ -12,9 +12,11 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .connection import LoopbackHTTPServer
+from .quota import OutputTokens, QuotaBook, QuotaRule, QuotaStats, Reservation
 from .replies import Handler, Reply
 from .wire import RecordedRequest
 
@@ -51,6 +53,9 @@ class BedrockServer:
       stateful handlers (token buckets, counters) need no locking of their
       own; do not sleep in it, return :meth:`Reply.delay` instead.
     * ``clock_skew`` – seconds added to the server clock for ``Date`` headers.
+
+    :meth:`quota` gives models Bedrock's tokens-per-minute quota (:mod:`.quota`); ``quota_clock``
+    is the clock its buckets refill on (inject a fake one to test without sleeping).
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class BedrockServer:
         connection_timeout: float = 30.0,
         default: Reply | None = None,
         handler: Handler | None = None,
+        quota_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -82,6 +88,7 @@ class BedrockServer:
         self._httpd: LoopbackHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._stopped = False
+        self._quotas = QuotaBook(quota_clock)
 
     # -- lifecycle --------------------------------------------------------- #
 
@@ -172,11 +179,41 @@ class BedrockServer:
         with self._lock:
             return len(self._script)
 
+    def quota(
+        self,
+        model: str,
+        tokens_per_minute: float,
+        *,
+        burst: float | None = None,
+        burndown: float | None = None,
+        max_output: int | None = None,
+        output_tokens: OutputTokens | None = None,
+    ) -> None:
+        """Enforce Bedrock's token quota on ``model`` (a model ID, or an ``fnmatch`` pattern such as
+        ``"*claude-sonnet-4*"``: each matching model ID gets a bucket of its own, as on Bedrock).
+
+        Each generated answer reserves ``input + max_tokens`` at its start (a 429
+        ThrottlingException "Too many tokens" when the bucket does not hold it) and settles at its
+        end to ``input + cache writes + output x burndown``.  ``burst`` is the bucket's capacity
+        (default ``tokens_per_minute``); ``burndown`` and ``max_output`` (what an unset max_tokens
+        reserves) default to the model's row of ``quota.MODEL_LIMITS``; ``output_tokens`` (a number
+        or ``callable(RecordedRequest) -> int``) is the answer's length, default the 7 tokens of
+        ``DEFAULT_TEXT``.  Models without a quota are unlimited; a later call for the same model
+        replaces its rule and restarts its bucket.  See :mod:`.quota` for how tokens are counted.
+        """
+        self._quotas.add(QuotaRule(model, tokens_per_minute, burst, burndown, max_output, output_tokens))
+
+    def quota_stats(self) -> dict[str, QuotaStats]:
+        """Counters per model ID that drew on a quota: admitted, throttled, reserved, settled,
+        in flight, input/output/cache tokens, and the tokens available now."""
+        return self._quotas.stats()
+
     def reset(self) -> None:
-        """Forget scripted replies, recorded requests and errors; restore
+        """Forget scripted replies, recorded requests, errors and quotas; restore
         ``default`` to ``Reply.ok()``, ``handler`` to ``None`` and
         ``clock_skew`` to 0.  Open connections and the connection counter are
         left alone (they describe the live transport, not the test scenario)."""
+        self._quotas.clear()
         with self._lock:
             self._script.clear()
             self._requests.clear()
@@ -276,6 +313,21 @@ class BedrockServer:
     def _record_error(self, exc: BaseException) -> None:
         with self._lock:
             self._errors.append(exc)
+
+    def _admit(self, request: RecordedRequest, reply: Reply) -> tuple[Reply, Reservation | None]:
+        """Apply the model's quota to a generated answer: reserve, or answer 429 at once."""
+        terminal = reply
+        while terminal.kind == "delay" and terminal.then is not None:
+            terminal = terminal.then
+        if not self._quotas or terminal.kind != "ok" or terminal.body is not None or terminal.status >= 300:
+            return reply, None
+        admitted = self._quotas.admit(request)
+        if isinstance(admitted, Reply):
+            return admitted, None
+        return reply, admitted
+
+    def _settle(self, reservation: Reservation, completed: bool) -> None:
+        self._quotas.settle(reservation, completed)
 
     def _choose_reply(self, request: RecordedRequest) -> Reply:
         with self._lock:
