@@ -29,11 +29,16 @@ CREDS = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "wJalrXUtn
 # -- the server process -------------------------------------------------------------------------
 
 class ServerProcess:
-    """``bench/_serve.py`` in a child process: its own GIL, so it does not perturb the measured client."""
+    """``bench/_serve.py`` in a child process: its own GIL, so it does not perturb the measured client.
 
-    def __init__(self) -> None:
+    ``quotas``: token quotas as ``_serve.py --quota`` specs, e.g.
+    ``["anthropic.claude-sonnet-4*=200000,output_tokens=300"]`` (kept across scenarios).
+    """
+
+    def __init__(self, quotas: Iterable[str] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BEDROCK_HOOKS_")}
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_serve.py"))],
+        quota_args = [arg for spec in quotas for arg in ("--quota", spec)]
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_serve.py")), *quota_args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.url: str = self._read()["url"]
 
@@ -57,6 +62,10 @@ class ServerProcess:
 
     def stats(self) -> dict[str, Any]:
         return self.send(cmd="stats")
+
+    def quota_stats(self) -> dict[str, dict[str, Any]]:
+        """Token-quota counters per model (``QuotaStats`` fields as a dict)."""
+        return self.stats()["quota"]
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -13,11 +13,21 @@ Scenarios (``{"cmd": "scenario", "name": ...}``; each resets the server and the 
 * ``faults``: each request fails with probability ``fault_rate`` (500, 503, 429 or a TCP reset, equally
   likely; seeded), otherwise 200 after ``service_ms``.
 
-``{"cmd": "stats"}`` answers ``{"requests": n, "outcomes": {"ok": n, "throttled": n, ...}}``.
+Token quotas (Bedrock's tokens per minute per model, ``bedrock_hooks.testing.quota``) apply on top of
+any scenario: ``--quota MODEL=TPM[,burst=N][,burndown=F][,max_output=N][,output_tokens=N]`` on the
+command line (repeatable; ``MODEL`` may be an ``fnmatch`` pattern), re-applied after every scenario
+reset, or ``"quotas": [{"model": ..., "tokens_per_minute": ..., ...}]`` in a scenario message, which
+then replaces the command-line ones for that scenario.  An answer the scenario chose as 200 is then
+still answered 429 ("Too many tokens") when its reservation does not fit.
+
+``{"cmd": "stats"}`` answers ``{"requests": n, "outcomes": {"ok": n, "throttled": n, ...}, "quota":
+{model: {"admitted": n, "throttled": n, "reserved": n, "settled": n, ...}}}``; ``outcomes`` are the
+scenario's choices, the quota's own 429s are counted under ``quota``.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import random
@@ -74,23 +84,59 @@ class Scenario:
         return self.ok
 
 
-def main() -> int:
+#: ``--quota`` keys and their types (``server.quota()`` keyword arguments).
+QUOTA_KEYS = {"burst": float, "burndown": float, "max_output": int, "output_tokens": int}
+
+
+def parse_quota(spec: str) -> dict[str, Any]:
+    """``MODEL=TPM[,key=value...]`` -> ``server.quota()`` arguments (``ArgumentTypeError`` when malformed)."""
+    model, sep, rest = spec.partition("=")
+    if not sep or not model:
+        raise argparse.ArgumentTypeError(f"--quota needs MODEL=TOKENS_PER_MINUTE, got {spec!r}")
+    tpm, *options = rest.split(",")
+    quota: dict[str, Any] = {"model": model, "tokens_per_minute": float(tpm)}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in QUOTA_KEYS:
+            raise argparse.ArgumentTypeError(f"unknown --quota key {key!r} (known: {', '.join(QUOTA_KEYS)})")
+        quota[key] = QUOTA_KEYS[key](value)
+    return quota
+
+
+def apply_quotas(server: BedrockServer, quotas: list[dict[str, Any]]) -> None:
+    for quota in quotas:
+        server.quota(**quota)
+
+
+def quota_stats(server: BedrockServer) -> dict[str, dict[str, Any]]:
+    return {model: stats.as_dict() for model, stats in sorted(server.quota_stats().items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quota", action="append", default=[], type=parse_quota, metavar="MODEL=TPM[,k=v]",
+                        help="a token quota: MODEL=TPM[,burst=N][,burndown=F][,max_output=N][,output_tokens=N]")
+    args = parser.parse_args(argv)
     with BedrockServer(connection_timeout=120.0) as server:
         scenario = Scenario(server)
         server.handler = scenario
+        apply_quotas(server, args.quota)
         print(json.dumps({"url": server.url}), flush=True)
         for line in sys.stdin:
             try:
                 msg: dict[str, Any] = json.loads(line)
                 cmd = msg.pop("cmd")
                 if cmd == "scenario":
+                    quotas = msg.pop("quotas", None)
                     server.reset()
                     scenario = Scenario(server, **msg)
                     server.handler = scenario
+                    apply_quotas(server, args.quota if quotas is None else quotas)
                     answer: dict[str, Any] = {"ok": True}
                 elif cmd == "stats":
                     with server._lock:
                         answer = {"requests": scenario.requests, "outcomes": dict(scenario.outcomes)}
+                    answer["quota"] = quota_stats(server)
                 elif cmd == "quit":
                     break
                 else:

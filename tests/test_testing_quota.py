@@ -346,3 +346,60 @@ def test_invoke_stream_answer_has_the_output_tokens(server: BedrockServer, clien
     texts = [json.loads(e["chunk"]["bytes"]).get("delta", {}).get("text", "") for e in response["body"]]
     assert len([t for t in texts if t]) > 1
     assert count_tokens("".join(texts)) == 100
+
+
+# -- the benchmark server process --------------------------------------------------------------------
+
+
+def test_bench_server_process_takes_quotas_from_the_command_line() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from _common import ServerProcess, new_session  # type: ignore[import-not-found]
+    from _serve import parse_quota  # type: ignore[import-not-found]
+
+    assert parse_quota("m*=600,burndown=5,output_tokens=3") == {
+        "model": "m*", "tokens_per_minute": 600.0, "burndown": 5.0, "output_tokens": 3}
+    # 600 tokens of burst refilled at 0.1 token/s: the real clock of the child process cannot matter
+    with ServerProcess(quotas=[f"{SONNET4}=6,burst=600,output_tokens=20"]) as process:
+        for _ in range(2):  # the quota survives scenario resets
+            process.scenario("ok")
+            client = new_session().client("bedrock-runtime", endpoint_url=process.url, config=NO_RETRY)
+            out = converse(client, max_tokens=100)  # costs 10 + 20 x 5 = 110 of 600
+            assert out["usage"] == {"inputTokens": 10, "outputTokens": 20, "totalTokens": 30}
+            for _ in range(4):
+                converse(client, max_tokens=100)  # 5 x 110 = 550 of 600
+            throttled(lambda: converse(client, max_tokens=100))
+            stats = process.quota_stats()[SONNET4]
+            assert (stats["admitted"], stats["throttled"], stats["settled"]) == (5, 1, 550)
+        process.scenario("ok", quotas=[])  # a scenario's own quotas replace the command line's
+        converse(client, max_tokens=None)
+        assert process.quota_stats() == {}
+
+
+def test_a_failing_output_tokens_function_is_a_500_in_server_errors(server: BedrockServer, client: Any) -> None:
+    server.quota(HAIKU3, tokens_per_minute=1000, output_tokens=lambda request: 1 // 0)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        converse(client, HAIKU3)
+    assert info.value.response["Error"]["Code"] == "InternalServerException"
+    assert isinstance(server.errors[0], ZeroDivisionError)
+
+
+def test_token_quota_is_thread_safe() -> None:
+    import threading
+
+    bucket = TokenQuota(60, burst=1000, clock=Clock())
+    taken: list[int] = []
+
+    def worker() -> None:
+        for _ in range(200):
+            if bucket.try_reserve(3):
+                taken.append(3)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(taken) == 999 and bucket.available == 1

@@ -79,9 +79,10 @@ class ModelLimits(NamedTuple):
 
 #: (pattern on the foundation-model ID without its inference-profile prefix, max output tokens, output
 #: burndown factor); first match wins, ``re.match``.  Max outputs are the models' documented maxima
-#: (what an unset max_tokens reserves); burndown 5 for the Claude 4 family per the AWS user guide.
+#: (what an unset max_tokens reserves; as published in 2025); burndown 5 for the Claude 4 family per the
+#: AWS user guide. A test needing other numbers passes ``max_output=`` / ``burndown=`` to ``server.quota()``.
 MODEL_LIMITS: tuple[tuple[str, int, float], ...] = (
-    (r"anthropic\.claude-opus-4-(5|6)", 64_000, 5.0),
+    (r"anthropic\.claude-opus-4-5", 64_000, 5.0),
     (r"anthropic\.claude-opus-4", 32_000, 5.0),
     (r"anthropic\.claude-(sonnet|haiku)-4", 64_000, 5.0),
     (r"anthropic\.claude-3-7-sonnet", 64_000, 1.0),
@@ -300,11 +301,13 @@ class Reservation:
     burndown: float
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    #: The answer was cut at ``max_tokens``.
+    cut: bool = False
 
     @property
     def stop_reason(self) -> str:
         """``max_tokens`` when the answer was cut at the limit, else ``end_turn``."""
-        return "max_tokens" if self.output_tokens >= self.max_tokens else "end_turn"
+        return "max_tokens" if self.cut else "end_turn"
 
     @property
     def text(self) -> str:
@@ -464,6 +467,7 @@ class QuotaBook:
             burndown=float(burndown),
             cache_read_tokens=read,
             cache_write_tokens=write,
+            cut=wanted > max_tokens,
         ), prefix
 
 

@@ -321,7 +321,11 @@ class BedrockServer:
             terminal = terminal.then
         if not self._quotas or terminal.kind != "ok" or terminal.body is not None or terminal.status >= 300:
             return reply, None
-        admitted = self._quotas.admit(request)
+        try:
+            admitted = self._quotas.admit(request)
+        except Exception as exc:  # e.g. a test's output_tokens function raised: surface it like a handler's
+            self._record_error(exc)
+            return Reply.error(500, "InternalServerException", f"test quota raised {exc!r}"), None
         if isinstance(admitted, Reply):
             return admitted, None
         return reply, admitted
