@@ -8,6 +8,7 @@ actually sleeps): without aiobotocore installed nothing async is imported.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 #: Top-level packages whose sessions and clients are async.
@@ -35,3 +36,16 @@ async def sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def resolve(value: Any) -> Any:
+    """``value``, awaited if it is awaitable: aiobotocore's handlers answer with coroutines, botocore's do not."""
+    import inspect
+
+    return await value if inspect.isawaitable(value) else value
+
+
+async def pause(sleep: Callable[[float], Awaitable[None]], seconds: float) -> None:
+    """Await ``sleep(seconds)`` and resolve to None: what a ``before-send`` handler may return to wait
+    without answering the request (any other value would be taken for the HTTP response)."""
+    await sleep(seconds)

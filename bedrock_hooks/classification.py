@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import aio
 from .catalog import ENTRIES, Entry
 
 _MAX_MESSAGE = 4096  # a proxy's multi-megabyte HTML page is not worth scanning in full
@@ -118,7 +119,9 @@ def facts_from_success(http_response: Any, operation_model: Any) -> ErrorFacts |
         return None
     if http_response.status_code in _NO_BODY_STATUSES or operation_model.http.get("method") == "HEAD":
         return None
-    body = http_response.content
+    body = _read_body(http_response)
+    if body is None:
+        return None
     declared = http_response.headers.get("content-length")
     if declared is not None:
         try:
@@ -133,6 +136,20 @@ def facts_from_success(http_response: Any, operation_model: Any) -> ErrorFacts |
     else:
         expected = None
     return ErrorFacts(exception=_incomplete_read(body, expected))
+
+
+def _read_body(http_response: Any) -> bytes | None:
+    """The body botocore (or aiobotocore) already read before ``needs-retry``, never read here.
+
+    Both keep a non-streaming body in ``_content`` once read; aiobotocore's ``content`` is a
+    coroutine, which a synchronous handler must not create (nor leave unawaited). botocore's
+    ``content`` reads (and caches) the body if it was somehow not read yet; an unread aiobotocore
+    body (None) cannot be judged here.
+    """
+    body = getattr(http_response, "_content", None)
+    if body is None and not aio.is_async(http_response):
+        body = http_response.content
+    return body if isinstance(body, (bytes, bytearray)) else None
 
 
 def _unparsable_json(body: bytes, operation_model: Any) -> bool:

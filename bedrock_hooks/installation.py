@@ -9,8 +9,13 @@ plain event registration on each Bedrock client's own emitter, which is why a no
 the same session behaves exactly as plain botocore.
 
 Targets are held weakly: a session or client the application drops is garbage-collected, and its
-installation with it, even without ``uninstall()``. Async targets (aiobotocore, aioboto3) are
-refused until async support exists: their handlers would block the event loop.
+installation with it, even without ``uninstall()``.
+
+Async targets (aiobotocore sessions and clients, aioboto3 sessions) are installed on the same way:
+aiobotocore builds its clients in ``AioClientCreator.create_client`` (:data:`patches.AIO_CREATE_CLIENT`,
+held alongside :data:`patches.CREATE_CLIENT`, applied once aiobotocore is imported), and each feature
+returns awaitables instead of blocking on an async client (:attr:`ClientFeature.is_async`). Both kinds
+of client get their handlers from the same feature classes, settings and catalog.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ class Kind(str, enum.Enum):
     SESSION = "session"  #: clients one session creates from now on: ``install(session)``
     CLIENT = "client"  #: one existing client: ``install(client)``
     DISABLED = "disabled"  #: ``BEDROCK_HOOKS_ENABLED`` is off: nothing installed
-    REFUSED = "refused"  #: an async target (aiobotocore, aioboto3): not supported yet, nothing installed
 
 
 class Attached(NamedTuple):
@@ -67,7 +71,7 @@ class Installation:
         self.runtime = runtime
         self.kind = Kind(kind)
         self.active = self.kind in (Kind.GLOBAL, Kind.SESSION, Kind.CLIENT)
-        #: Why nothing was installed (``refused`` / ``disabled``), for logs and ``doctor``.
+        #: Why nothing was installed (``disabled``), for logs and ``doctor``.
         self.reason = reason
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -93,11 +97,12 @@ class Installation:
         with _lock:
             if not self.active or client in _clients or not self.covers(client):
                 return False
-            if _refused(client) is not None:
-                return False
             features: list[Feature] = []
             settings = safe_invoke("compat", compat.restrict, self.settings, fallback=self.settings)
+            is_async = aio.is_async(client)
             for spec in REGISTRY:
+                if is_async and spec.name in ASYNC_PENDING:
+                    continue
                 feature = safe_invoke("attach", lambda: spec.load()(client, settings, self.runtime))
                 if feature is None:
                     continue
@@ -133,7 +138,7 @@ class Installation:
                 del _sessions[target]
             if _global is self:
                 _global = None
-            patches.CREATE_CLIENT.release(self)
+            _release_create_client(self)
             if not _sessions and _global is None and not _clients:
                 for spec in REGISTRY:  # the last installation: no learned state outlives it
                     safe_invoke("reset", spec.reset_state)
@@ -164,49 +169,49 @@ def _botocore_session(target: Any) -> Any:
     return getattr(target, "_session", target)
 
 
-# -- async targets: refused until async support lands ---------------------------------------------
+# -- async targets -------------------------------------------------------------------------------
 
-def _refused(target: Any) -> str | None:
-    """Why ``target`` is refused (it is an aiobotocore/aioboto3 session or client), else None.
-
-    Our handlers are synchronous and sleep with ``time.sleep``: on an async client they would block
-    the event loop during backoff and break ``async for`` over streams. Refusing is the safe answer.
-    """
-    for candidate in (target, getattr(target, "_session", None)):
-        package = aio.package_of(candidate)
-        if package is not None:
-            what = "client" if _is_client(target) else "session"
-            _warn_once(f"refused-{package}-{what}",
-                       "bedrock-hooks: not installed on %s %s %s: async clients are not supported yet; "
-                       "it keeps plain %s behaviour", package, what, type(target).__name__, package)
-            return f"{package} {what}: async clients are not supported yet"
-    return None
+#: Features whose async side has not landed yet: not attached to aiobotocore clients (their sync
+#: handlers would block the event loop or break ``async for``). Each name leaves this set when its
+#: feature serves async clients.
+ASYNC_PENDING = frozenset({"streams", "connections"})
 
 
-def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _once:
-        _once.add(key)
-        logger.warning(message, *args)
+def _acquire_create_client(installation: Installation) -> None:
+    """Hold both client-creation patches: botocore's now, aiobotocore's once aiobotocore is imported."""
+    patches.CREATE_CLIENT.acquire(installation)
+    if patches.AIO_CREATE_CLIENT.loaded:
+        safe_invoke("create-client", patches.AIO_CREATE_CLIENT.acquire, installation)
+    else:
+        _watch_async_sessions()
 
 
-def _skipping_async_sessions(*_: Any) -> None:
-    """Say once that the global installation leaves aiobotocore sessions alone (they never reach it)."""
-    if _global is not None and _global.active:
-        _warn_once("global-aio", "bedrock-hooks: aiobotocore is loaded; install() skips its sessions and clients "
-                   "(aiobotocore, aioboto3): async clients are not supported yet and keep plain aiobotocore behaviour")
+def _release_create_client(installation: Installation) -> None:
+    patches.CREATE_CLIENT.release(installation)
+    patches.AIO_CREATE_CLIENT.release(installation)
+
+
+def _holders() -> list[Installation]:
+    return [i for i in (_global, *_sessions.values()) if i is not None and i.active]
+
+
+def _aiobotocore_imported(*_: Any) -> None:
+    """aiobotocore was imported after installing (the launcher installs first): patch its sessions now."""
+    with _lock:
+        for installation in _holders():
+            safe_invoke("create-client", patches.AIO_CREATE_CLIENT.acquire, installation)
 
 
 def _watch_async_sessions() -> None:
-    if "aiobotocore" in sys.modules:
-        _skipping_async_sessions()
-    elif "watch-aio" not in _once:  # once per process: wrapt cannot unregister a hook
+    if "watch-aio" not in _once:  # once per process: wrapt cannot unregister a hook
         _once.add("watch-aio")
-        try:  # the launcher installs before the application imports aiobotocore: say it when it does
+        try:
             import wrapt
 
-            wrapt.register_post_import_hook(_skipping_async_sessions, "aiobotocore")
-        except Exception:
-            pass
+            wrapt.register_post_import_hook(_aiobotocore_imported, "aiobotocore.client")
+        except Exception as exc:
+            logger.warning("bedrock-hooks: cannot watch for aiobotocore imports (%s); install() after importing "
+                           "aiobotocore to cover its sessions", type(exc).__name__)
 
 
 # -- install / uninstall ----------------------------------------------------------------------------
@@ -226,17 +231,14 @@ def install(target: Any = None, *, runtime: Runtime | None = None, **overrides: 
     for the clients that session creates from now on; an existing client for that client alone.
     ``overrides`` are option names from :mod:`bedrock_hooks.config` (``max_attempts=3``...), which
     win over ``BEDROCK_HOOKS_*`` variables. Never raises for bad configuration: a warning names the
-    option and the value used instead. aiobotocore/aioboto3 targets are refused (one warning, an
-    inactive installation).
+    option and the value used instead. aiobotocore sessions and clients and aioboto3 sessions are
+    targets like the others (their clients get handlers that never block the event loop).
     """
     if target is None:
         return install_global(runtime=runtime, **overrides)
     settings, runtime = _configure(runtime, overrides)
     if not settings.enabled:
         return Installation(target, settings, runtime, kind=Kind.DISABLED, reason="BEDROCK_HOOKS_ENABLED is off")
-    refusal = _refused(target)
-    if refusal is not None:
-        return Installation(target, settings, runtime, kind=Kind.REFUSED, reason=refusal)
     with _lock:
         if _is_client(target):
             return _install_client(target, settings, runtime)
@@ -245,7 +247,7 @@ def install(target: Any = None, *, runtime: Runtime | None = None, **overrides: 
         if existing is not None:
             return existing
         installation = Installation(session, settings, runtime, kind=Kind.SESSION)
-        patches.CREATE_CLIENT.acquire(installation)
+        _acquire_create_client(installation)
         _sessions[session] = installation
         return installation
 
@@ -268,8 +270,7 @@ def install_global(*, runtime: Runtime | None = None, **overrides: Any) -> Insta
     with _lock:
         if _global is None:
             _global = Installation(None, settings, runtime, kind=Kind.GLOBAL)
-            patches.CREATE_CLIENT.acquire(_global)
-            _watch_async_sessions()
+            _acquire_create_client(_global)
         return _global
 
 
@@ -316,7 +317,7 @@ def attached_features(client: Any) -> list[Feature]:
 # -- the one hook point: Session.create_client --------------------------------------------------
 
 def _after_create_client(session: Any, client: Any) -> None:
-    installation = _sessions.get(session) or _global
+    installation = (_sessions.get(session) if session is not None else None) or _global
     if installation is not None and installation.active:
         installation.attach(client)
 
@@ -328,6 +329,25 @@ def _on_client_created(client: Any, session: Any, *args: Any, **kwargs: Any) -> 
 
 
 patches.CREATE_CLIENT.set_hook(_on_client_created)
+
+
+def _on_aio_client_created(client: Any, creator: Any, *args: Any, **kwargs: Any) -> Any:
+    """The :data:`patches.AIO_CREATE_CLIENT` hook: aiobotocore's client creator is made by a session, with
+    that session's event emitter; the session is the installed one whose emitter it is."""
+    emitter = getattr(creator, "_event_emitter", None)
+    session = next((s for s in list(_sessions) if aio.is_async(s) and _emitter_of(s) is emitter), None)
+    _after_create_client(session, client)
+    return client
+
+
+def _emitter_of(session: Any) -> Any:
+    try:
+        return session.get_component("event_emitter")
+    except Exception:
+        return None
+
+
+patches.AIO_CREATE_CLIENT.set_hook(_on_aio_client_created)
 
 
 def is_patched() -> bool:

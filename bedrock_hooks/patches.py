@@ -8,6 +8,14 @@ botocore functions have no event to hook and are replaced for the whole process:
   session creates" needs this one hook point. Held by every session and global installation.
 * :data:`SIGNING_CLOCK` -- ``botocore.auth.get_current_datetime``: SigV4 takes its timestamp from
   it, and no event lets a handler shift it. Held by each client that measured a clock skew.
+* :data:`AIO_CREATE_CLIENT` -- ``aiobotocore.client.AioClientCreator.create_client``: aiobotocore's
+  sessions (aioboto3's too) build every client in this coroutine and never call botocore's
+  ``Session.create_client``; it registers the client's retry handler before returning, as botocore's
+  does. Held with :data:`CREATE_CLIENT` by every installation, but applied only once aiobotocore is
+  imported (never imported by us: :mod:`.installation` applies it when the application imports it).
+  Not ``AioSession._create_client``: ``aiobotocore.session`` imports botocore first, so the launcher
+  installs while that module is still half executed, before ``AioSession`` exists; ``aiobotocore.client``
+  is imported only after botocore.
 
 The discipline (wrapt's and OpenTelemetry's unwrap rules, made strict):
 
@@ -30,6 +38,7 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
+import importlib.util
 import sys
 import logging
 import weakref
@@ -62,9 +71,11 @@ class State(str, enum.Enum):
 class Patch:
     """One process-wide replacement of ``module[.cls].attribute`` by a layer that calls a hook."""
 
-    def __init__(self, module: str, cls: str | None, attribute: str, *, where: str) -> None:
+    def __init__(self, module: str, cls: str | None, attribute: str, *, where: str, is_async: bool = False) -> None:
         self.name = ".".join(part for part in (module, cls, attribute) if part)
         self.where = where  #: how a hook failure is reported (``failsafe.report_failure``)
+        #: The patched attribute is a coroutine function: the layer awaits it, then runs the (sync) hook.
+        self.is_async = is_async
         self._module, self._cls, self.attribute = module, cls, attribute
         self._lock = process.lock()
         self._holders: dict[int, Any] = {}  # id(holder) -> weakref (or the holder, if not weakrefable)
@@ -127,6 +138,12 @@ class Patch:
         owner = sys.modules.get(self._module) or importlib.import_module(self._module)
         return getattr(owner, self._cls) if self._cls else owner
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the patched module is fully imported (inspecting a patch never imports it: aiobotocore)."""
+        module = sys.modules.get(self._module)
+        return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
     def _current(self, owner: Any) -> Any:
         return vars(owner).get(self.attribute)
 
@@ -171,6 +188,14 @@ class Patch:
                 report_failure(patch.where, exc)
                 return result
 
+        if self.is_async:
+            @functools.wraps(original)
+            async def async_layer(instance: Any, *args: Any, **kwargs: Any) -> Any:
+                bound = original.__get__(instance, type(instance))
+                return finish(await bound(*args, **kwargs), (instance, *args), kwargs)
+
+            setattr(async_layer, MARK, self.name)
+            return async_layer
         if self._cls is None:
             @functools.wraps(original)
             def layer(*args: Any, **kwargs: Any) -> Any:
@@ -188,6 +213,8 @@ class Patch:
     # -- inspection -------------------------------------------------------------------------------
     def state(self) -> State:
         """Where the patch stands now (for tests and ``doctor``)."""
+        if not self.loaded:
+            return State.OFF if importlib.util.find_spec(self._module.partition(".")[0]) else State.UNAVAILABLE
         try:
             current = self._current(self._owner())
         except Exception:
@@ -227,7 +254,11 @@ CREATE_CLIENT = Patch("botocore.session", "Session", "create_client", where="cre
 #: ``botocore.auth.get_current_datetime``: shifts the one signature a corrected client armed.
 SIGNING_CLOCK = Patch("botocore.auth", None, "get_current_datetime", where="signing-clock")
 
-ALL = (CREATE_CLIENT, SIGNING_CLOCK)
+#: ``aiobotocore.client.AioClientCreator.create_client``: the same for the clients aiobotocore sessions make.
+AIO_CREATE_CLIENT = Patch("aiobotocore.client", "AioClientCreator", "create_client", where="create-client",
+                          is_async=True)
+
+ALL = (CREATE_CLIENT, SIGNING_CLOCK, AIO_CREATE_CLIENT)
 
 
 def report() -> list[tuple[str, str, int]]:

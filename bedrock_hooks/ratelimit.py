@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import process
+from . import aio, process
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify, facts_from_parts
 from .config import Settings
@@ -324,7 +324,7 @@ class RateLimit(ClientFeature):
         """The quota ``request`` draws on: account, signing Region, model (or operation), endpoint."""
         return request_scope(request, (event_name or "").rsplit(".", 1)[-1], self.region, self._signer)
 
-    def on_before_send(self, request: Any = None, **kwargs: Any) -> None:  # must return None: a value is the response
+    def on_before_send(self, request: Any = None, **kwargs: Any) -> Any:  # must return None: a value is the response
         try:
             if not _buckets:  # unlocked read: nothing throttled recently anywhere in the process
                 self._local.sent = (request, None)
@@ -335,6 +335,8 @@ class RateLimit(ClientFeature):
             if bucket is None or not bucket.engaged:
                 return
             wait = bucket.before_send(self.runtime.clock(), self.max_wait)
+            if wait > 0 and self.is_async:
+                return aio.pause(self.runtime.async_sleep, wait)  # awaited by aiobotocore; resolves to None
             if wait > 0:
                 self.runtime.sleep(wait)
         except Exception as exc:

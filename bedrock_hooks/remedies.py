@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 import email.utils
+import inspect
 import logging
 import time
 import weakref
@@ -116,29 +117,73 @@ def refresh_credentials(credentials: Any, *, seen: Any = None, clock: Callable[[
     :data:`REFRESH_REUSE_WINDOW` seconds before the caller got here (or after): 32 threads hitting ExpiredToken at once cause
     one provider call, and all of them retry with its result.
     """
-    if not compat.available(compat.REFRESH_CREDENTIALS):  # botocore's refresh internals moved: warns once
-        return False
-    refresh = getattr(credentials, "_protected_refresh", None)
-    lock = getattr(credentials, "_refresh_lock", None)
-    if refresh is None or lock is None or getattr(credentials, "_refresh_using", None) is None:
+    lock = _refresh_lock_of(credentials)
+    if lock is None:
         return False
     arrived = clock()
     with lock:
-        if seen is not None and credentials_in_use(credentials) is not seen:
-            return True  # refreshed by another caller while this one waited
-        with _refreshed_lock:
-            last = _refreshed_at.get(credentials)
-        if last is not None and arrived - last[0] <= REFRESH_REUSE_WINDOW:
-            return last[1]  # another caller's refresh (or failure) this one waited for
+        reused = _reused(credentials, seen, arrived)
+        if reused is not None:
+            return reused
         try:
-            refresh(is_mandatory=True)
+            credentials._protected_refresh(is_mandatory=True)
             succeeded = True
         except Exception as exc:  # a failed refresh is reported by the hint, not raised here
             logger.warning("bedrock-hooks: credential refresh failed: %s", type(exc).__name__)
             succeeded = False
-        with _refreshed_lock:
-            _refreshed_at[credentials] = (clock(), succeeded)
-        return succeeded
+        return _record(credentials, succeeded, clock)
+
+
+async def refresh_credentials_async(credentials: Any, *, seen: Any = None,
+                                    clock: Callable[[], float] = time.monotonic) -> bool:
+    """:func:`refresh_credentials` for aiobotocore's credentials, whose refresh is a coroutine under an
+    asyncio (or anyio) lock: tasks waiting for another task's refresh yield to the event loop."""
+    lock = _refresh_lock_of(credentials)
+    if lock is None:
+        return False
+    if not hasattr(lock, "__aenter__"):  # botocore's own credentials on an async client: a threading lock
+        return refresh_credentials(credentials, seen=seen, clock=clock)
+    arrived = clock()
+    async with lock:
+        reused = _reused(credentials, seen, arrived)
+        if reused is not None:
+            return reused
+        try:
+            result = credentials._protected_refresh(is_mandatory=True)
+            if inspect.isawaitable(result):
+                await result
+            succeeded = True
+        except Exception as exc:  # a failed refresh is reported by the hint, not raised here
+            logger.warning("bedrock-hooks: credential refresh failed: %s", type(exc).__name__)
+            succeeded = False
+        return _record(credentials, succeeded, clock)
+
+
+def _refresh_lock_of(credentials: Any) -> Any:
+    """The credentials' refresh lock when they can be force-refreshed (else None: static keys, or
+    botocore's refresh internals moved, which :mod:`.compat` warns about once)."""
+    if not compat.available(compat.REFRESH_CREDENTIALS):
+        return None
+    if getattr(credentials, "_protected_refresh", None) is None or getattr(credentials, "_refresh_using", None) is None:
+        return None
+    return getattr(credentials, "_refresh_lock", None)
+
+
+def _reused(credentials: Any, seen: Any, arrived: float) -> bool | None:
+    """Under the refresh lock: the outcome of another caller's refresh this one waited for, else None."""
+    if seen is not None and credentials_in_use(credentials) is not seen:
+        return True  # refreshed by another caller while this one waited
+    with _refreshed_lock:
+        last = _refreshed_at.get(credentials)
+    if last is not None and arrived - last[0] <= REFRESH_REUSE_WINDOW:
+        return last[1]  # another caller's refresh (or failure) this one waited for
+    return None
+
+
+def _record(credentials: Any, succeeded: bool, clock: Callable[[], float]) -> bool:
+    with _refreshed_lock:
+        _refreshed_at[credentials] = (clock(), succeeded)
+    return succeeded
 
 
 def can_refresh(credentials: Any) -> bool:

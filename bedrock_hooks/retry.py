@@ -17,10 +17,11 @@ Nothing wraps the client: detaching restores botocore's own handler in its slot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
-from . import remedies
+from . import aio, remedies
 from .budget import budget_for
 from .catalog import Decision, Remedy
 from .classification import Classification, facts_from_exception, facts_from_parsed, facts_from_success
@@ -107,10 +108,15 @@ class ClientHooks(ClientFeature):
     # -- needs-retry ----------------------------------------------------------------------------
     def on_needs_retry(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,
                        request_dict: dict[str, Any] | None = None, operation: Any = None,
-                       **kwargs: Any) -> float | None:
-        """Decide known Bedrock errors; delegate everything else to botocore's own handler."""
+                       **kwargs: Any) -> Any:
+        """Decide known Bedrock errors; delegate everything else to botocore's own handler.
+
+        The answer is botocore's (a delay, 0 or None); for an async client a retry is a coroutine,
+        which aiobotocore's emitter awaits: it sleeps the backoff without blocking the event loop.
+        """
+        deferred: list[Callable[[], Awaitable[bool]]] = []  # async remedies, awaited before the retry
         try:
-            verdict = self._decide(response, attempts, caught_exception, request_dict, operation)
+            verdict = self._decide(response, attempts, caught_exception, request_dict, operation, deferred)
         except Exception as exc:
             report_failure("needs-retry", exc)
             verdict = _DELEGATE
@@ -126,6 +132,8 @@ class ClientHooks(ClientFeature):
             if cut is not None:
                 raise cut  # never hand the application a truncated 200: botocore's own error for a cut body
             return None
+        if self.is_async:
+            return self._retry_async(verdict.delay, deferred, request_dict)
         return self._sleep(verdict.delay)
 
     def on_cut_answer(self, response: Any = None, attempts: int = 1, caught_exception: BaseException | None = None,
@@ -135,6 +143,8 @@ class ClientHooks(ClientFeature):
         cut = safe_invoke("needs-retry", _cut_answer, response, operation) if caught_exception is None else None
         if cut is None:
             return None  # botocore's handler, next in line, decides as always
+        if self.is_async:
+            return self._cut_answer_async(cut, attempts, request_dict, operation, **kwargs)
         if self._botocore_retry is not None:
             from botocore.exceptions import ConnectionClosedError
 
@@ -151,6 +161,59 @@ class ClientHooks(ClientFeature):
                 return delay
         raise cut  # never hand the application a truncated 200: botocore's own error for a cut body
 
+    async def _cut_answer_async(self, cut: BaseException, attempts: int, request_dict: Any, operation: Any,
+                                **kwargs: Any) -> Any:
+        """:meth:`on_cut_answer` for an async client, whose botocore handler (aiobotocore's) is a coroutine."""
+        if self._botocore_retry is not None:
+            from botocore.exceptions import ConnectionClosedError
+
+            url = request_dict.get("url") if isinstance(request_dict, dict) else None
+            closed = ConnectionClosedError(endpoint_url=url or "", error=cut)
+            try:
+                delay = await aio.resolve(self._botocore_retry(response=None, attempts=attempts,
+                                                               caught_exception=closed, request_dict=request_dict,
+                                                               operation=operation, **kwargs))
+            except ConnectionClosedError as raised:
+                if raised is not closed:
+                    raise
+                delay = None
+            if delay is not None and delay is not False:
+                return delay
+        raise cut
+
+    async def _retry_async(self, delay: float, deferred: list[Callable[[], Awaitable[bool]]],
+                           request_dict: Any) -> float | None:
+        """An async client's retry: await the remedy, then the backoff (``Runtime.async_sleep``), then 0.
+
+        The library sleeps and hands aiobotocore a zero (rather than the delay for aiobotocore to
+        sleep) so that the one injectable clock paces both kinds of client, and tests never wait.
+        A cancelled task stops here at once: ``CancelledError`` is not an ``Exception``.
+        """
+        for remedy in deferred:
+            if not await remedy():
+                self._remedy_failed(request_dict)
+                return None
+        if delay > 0:
+            try:
+                await self.runtime.async_sleep(delay)
+            except Exception as exc:
+                report_failure("backoff sleep", exc)
+                return delay  # aiobotocore sleeps the (bounded) delay itself
+        return 0
+
+    def _remedy_failed(self, request_dict: Any) -> None:
+        """The async remedy could not repair the cause: the retry decided on it is taken back, as the sync
+        policy would have decided had the remedy answered False at once (no retry, its charge returned)."""
+        state = existing_state(request_dict.get("context") if isinstance(request_dict, dict) else None)
+        if state is None:
+            return
+        retry = state.retry
+        self.budget.give_back(retry.charged)
+        state.advance(Verdict(False, reason=Reason.REMEDY_UNAVAILABLE),
+                      replace(retry, held=max(0, retry.held - retry.charged), charged=0))
+        logger.info("bedrock-hooks: the remedy failed -> stop after attempt %d (%s)", retry.attempts,
+                    Reason.REMEDY_UNAVAILABLE.value)
+
     def _sleep(self, delay: float) -> float:
         """Sleep the backoff here (botocore gets a zero, so nothing sleeps twice); if the injected sleep
         fails, botocore sleeps the (bounded) delay itself."""
@@ -163,7 +226,8 @@ class ClientHooks(ClientFeature):
         return 0  # botocore retries on any non-None answer and sleeps it: we already slept
 
     def _decide(self, response: Any, attempts: int, caught_exception: BaseException | None,
-                request_dict: dict[str, Any] | None, operation: Any) -> Any:
+                request_dict: dict[str, Any] | None, operation: Any,
+                deferred: list[Callable[[], Awaitable[bool]]] | None = None) -> Any:
         context = request_dict.get("context") if isinstance(request_dict, dict) else None
         if caught_exception is not None:
             source: Any = caught_exception
@@ -183,7 +247,8 @@ class ClientHooks(ClientFeature):
         classification = state.classify(source, facts)
         if classification is None:
             return self._unknown(state, attempts, caught_exception, operation)
-        return self._judge(classification, state, attempts, response, caught_exception, context, operation)
+        return self._judge(classification, state, attempts, response, caught_exception, context, operation,
+                           deferred)
 
     def _succeeded(self, context: Any, http_response: Any) -> None:
         """The success path: as little as possible (see bench/overhead.py)."""
@@ -209,7 +274,8 @@ class ClientHooks(ClientFeature):
         return verdict
 
     def _judge(self, classification: Classification, state: CallState, attempts: int, response: Any,
-               caught_exception: BaseException | None, context: Any, operation: Any) -> Verdict:
+               caught_exception: BaseException | None, context: Any, operation: Any,
+               deferred: list[Callable[[], Awaitable[bool]]] | None = None) -> Verdict:
         retry = state.retry.at(attempts)
         http_response, parsed = response if response is not None else (None, None)
 
@@ -217,8 +283,8 @@ class ClientHooks(ClientFeature):
             return self.budget.acquire(attempts, operation, context, http_response=http_response, parsed=parsed,
                                        exception=caught_exception)
 
-        remedy = self._remedy(classification, state) if classification.entry.decision is Decision.FIX_AND_RETRY \
-            else None
+        remedy = self._remedy(classification, state, deferred) \
+            if classification.entry.decision is Decision.FIX_AND_RETRY else None
         verdict, retry = self.policy.decide(classification, retry, self.runtime.clock(),
                                             resend_safe=resend_is_safe(operation), remedy=remedy, budget=charge,
                                             calm=self.budget.calm, rng=self.runtime.rng)
@@ -246,16 +312,41 @@ class ClientHooks(ClientFeature):
             parsed.setdefault("ResponseMetadata", {})[flag] = True
 
     # -- remedies ---------------------------------------------------------------------------------
-    def _remedy(self, classification: Classification, state: CallState) -> Any:
-        """The repair for a fix-and-retry entry, applied only if the policy gets that far."""
+    def _remedy(self, classification: Classification, state: CallState,
+                deferred: list[Callable[[], Awaitable[bool]]] | None = None) -> Any:
+        """The repair for a fix-and-retry entry, applied only if the policy gets that far.
+
+        An async client's credentials refresh with a coroutine: the policy is told the repair will be
+        made (when it can be), and the refresh is awaited in the coroutine that answers needs-retry.
+        """
         entry = classification.entry
         if entry.remedy is Remedy.CLOCK_SKEW:
             return lambda: self._fix_clock(classification, state)
         if entry.remedy is Remedy.REFRESH_CREDENTIALS:
             credentials = getattr(self._signer, "_credentials", None)
             seen = remedies.credentials_in_use(credentials)  # before waiting: who refreshed meanwhile?
+            if self.is_async and deferred is not None:
+                return lambda: self._defer_refresh(credentials, seen, state, deferred)
             return lambda: self._refresh(credentials, seen, state)
         return None
+
+    def _defer_refresh(self, credentials: Any, seen: Any, state: CallState,
+                       deferred: list[Callable[[], Awaitable[bool]]]) -> bool:
+        if not self.settings.refresh_credentials:
+            return False
+        if not remedies.can_refresh(credentials):
+            state.note("These credentials cannot refresh themselves (static keys or session token).")
+            return False
+        deferred.append(lambda: self._refresh_async(credentials, seen, state))
+        return True
+
+    async def _refresh_async(self, credentials: Any, seen: Any, state: CallState) -> bool:
+        if await remedies.refresh_credentials_async(credentials, seen=seen, clock=self.runtime.clock):
+            state.note("bedrock-hooks forced a credential refresh and retried once.")
+            return True
+        state.note("bedrock-hooks forced a credential refresh, but the refresh failed (the credential provider "
+                   "raised: see the WARNING log); fix the provider (STS, SSO, IMDS) the credentials come from.")
+        return False
 
     def _fix_clock(self, classification: Classification, state: CallState) -> bool:
         if not self.settings.fix_clock_skew:

@@ -51,8 +51,12 @@ class FakeTime:
         self.sleeps.append(seconds)
         self.now += seconds
 
+    async def async_sleep(self, seconds: float) -> None:
+        """The async clients' sleep: records and advances like :meth:`sleep`, never waits."""
+        self.sleep(seconds)
+
     def runtime(self, seed: int = 7) -> Runtime:
-        return Runtime(clock=self.clock, sleep=self.sleep, rng=random.Random(seed))
+        return Runtime(clock=self.clock, sleep=self.sleep, async_sleep=self.async_sleep, rng=random.Random(seed))
 
 
 @dataclass

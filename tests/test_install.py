@@ -177,4 +177,4 @@ def test_kind_is_an_enum_that_still_compares_as_text(server):
     assert installation.kind is Kind.SESSION and installation.kind == "session"
     assert bedrock_hooks.install(make_client(new_session(), server)).kind is Kind.CLIENT
     assert bedrock_hooks.install().kind is Kind.GLOBAL
-    assert {k.value for k in Kind} == {"global", "session", "client", "disabled", "refused"}
+    assert {k.value for k in Kind} == {"global", "session", "client", "disabled"}
