@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ STREAMS = "streams"
 REGION_FAILOVER = "region-failover"
 RETRY_QUOTA = "retry-quota"
 SESSIONS = "sessions"
+AIO_CONNECTIONS = "aio-connections"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature(RETRY_QUOTA, "charging botocore's standard-mode retry quota for the library's retries"),
     Feature(SESSIONS, "install(boto3_session) scoped to that session (install() and install(client) "
                       "need no boto3 internal)"),
+    # No settings to switch off: the sync clients' keep-alive does not depend on aiohttp (keepalive_aio asks).
+    Feature(AIO_CONNECTIONS, "per-socket TCP keep-alive and idle-connection eviction on aiobotocore clients "
+                             "(aiohttp's connector)"),
 )}
 
 
@@ -268,6 +273,29 @@ def _boto3_sessions() -> bool:
     return _assigned_in_init(boto3.session.Session, "_session")
 
 
+def _aio_session_connector_args() -> bool:
+    """aiobotocore builds each aiohttp connector from ``AIOHTTPSession._connector_args`` (2.x and 3.x) and keeps
+    its ``aiohttp.ClientSession`` objects in ``_sessions``."""
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    return (_assigned_in_init(AIOHTTPSession, "_connector_args") and _assigned_in_init(AIOHTTPSession, "_sessions")
+            and "_connector_args" in AIOHTTPSession._create_connector.__code__.co_names)
+
+
+def _aiohttp_connector() -> bool:
+    """``TCPConnector(socket_factory=...)`` (aiohttp 3.12+) used for every new socket, the idle limit ``_get``
+    reads at hand-out, and the pooled/acquired connections (a connector needs a running loop: read, not built)."""
+    import aiohttp
+    from aiohttp.connector import BaseConnector, TCPConnector
+
+    base = BaseConnector.__init__.__code__.co_names
+    return ("socket_factory" in _parameters(TCPConnector.__init__)
+            and "_socket_factory" in TCPConnector._wrap_create_connection.__code__.co_names
+            and all(name in base for name in ("_keepalive_timeout", "_conns", "_acquired"))
+            and "_keepalive_timeout" in BaseConnector._get.__code__.co_names
+            and isinstance(inspect.getattr_static(aiohttp.ClientSession, "connector"), property))
+
+
 @dataclass(frozen=True)
 class Check:
     """One private internal, the features that need it, and the probe that tries it."""
@@ -275,6 +303,8 @@ class Check:
     internal: str
     features: tuple[str, ...]
     probe: Callable[[], bool]
+    #: Probe only once this module is imported (async internals: a sync process never imports aiobotocore).
+    loaded: str | None = None
 
 
 #: Every private botocore/boto3/urllib3 internal the library relies on. A new use of one adds a line.
@@ -307,6 +337,10 @@ CHECKS: tuple[Check, ...] = (
           "acquire_retry_quota(RetryContext), release_retry_quota", (RETRY_QUOTA,), _retry_quota),
     Check("boto3.Session._session (the botocore session install(boto3_session) covers)", (SESSIONS,),
           _boto3_sessions),
+    Check("aiobotocore AIOHTTPSession._connector_args / _sessions", (AIO_CONNECTIONS,), _aio_session_connector_args,
+          loaded="aiobotocore"),
+    Check("aiohttp TCPConnector(socket_factory=) / _socket_factory, _keepalive_timeout, _conns, _acquired",
+          (AIO_CONNECTIONS,), _aiohttp_connector, loaded="aiobotocore"),
 )
 
 
@@ -320,6 +354,7 @@ class Row:
     features: tuple[str, ...]
     ok: bool
     problem: str  #: why the probe failed ("" when ok): the exception type and message, never a value
+    pending: str | None = None  #: not probed yet: this module (:attr:`Check.loaded`) is not imported
 
 
 _rows: tuple[Row, ...] | None = None
@@ -328,6 +363,8 @@ _warned: dict[str, object] = {}
 
 
 def _run(check: Check) -> Row:
+    if check.loaded is not None and check.loaded not in sys.modules:
+        return Row(check.internal, check.features, True, "", pending=check.loaded)
     try:
         ok = bool(check.probe())
         problem = "" if ok else "present but not shaped as expected"
@@ -342,6 +379,8 @@ def report() -> tuple[Row, ...]:
     No lock: the probes are idempotent and a race only computes the same table twice (fork-safe too)."""
     global _rows
     rows = _rows
+    if rows is not None and any(row.pending in sys.modules for row in rows if row.pending):
+        rows = None  # an async library was imported since: probe its internals now
     if rows is None:
         try:
             rows = tuple(_run(check) for check in CHECKS)

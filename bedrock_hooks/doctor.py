@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import importlib
 import logging
 import platform
 import re
@@ -390,16 +391,26 @@ def check_compatibility(context: Context) -> list[Check]:
     """The private botocore/urllib3 internals the library relies on: present, or which feature is off."""
     from . import compat
 
+    _import_if_installed("aiobotocore")  # its rows are probed only once it is imported (compat.Check.loaded)
     checks = []
     for row in compat.report():
         features = ", ".join(row.features)
-        if row.ok:
+        if row.pending:
+            checks.append(Check("compatibility", row.internal, "info", f"not checked: {row.pending} not installed"))
+        elif row.ok:
             checks.append(Check("compatibility", row.internal, "ok", f"present (used by {features})"))
         else:
             off = "; ".join(compat.FEATURES[name].does for name in row.features if name in compat.FEATURES)
             checks.append(Check("compatibility", row.internal, "warn",
                                 f"missing ({row.problem}): off here: {off or features}"))
     return checks
+
+
+def _import_if_installed(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception:  # absent, or broken: its compat rows say "not checked"
+        pass
 
 
 Section = Callable[[Context], list[Check]]

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import process
+from .aio import is_async
 from .config import MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_IDLE, MAX_KEEPALIVE_INTERVAL, Settings
 from .failsafe import report_failure, safe_invoke
 from .features import ClientFeature, Runtime
@@ -151,6 +152,17 @@ def _probe(options: list[SocketOption]) -> None:
                     _accepted_cache[(level, name, value)] = False
                     continue
                 _accepted_cache[(level, name, value)] = True
+
+
+def eviction_limit(settings: Settings, configured: float | None = None) -> float | None:
+    """The idle limit past which a pooled connection is closed before reuse, for both HTTP stacks.
+
+    ``BEDROCK_HOOKS_POOL_MAX_IDLE`` (0: no limit of the library's), or the stack's own ``configured``
+    limit where that is lower (aiohttp's ``keepalive_timeout``: aiobotocore's 12 s is never raised).
+    None: no limit at all. urllib3 has no limit of its own; aiohttp applies the limit at hand-out itself.
+    """
+    limits = [limit for limit in (float(settings.pool_max_idle) or None, configured) if limit is not None]
+    return min(limits) if limits else None
 
 
 def merge_options(original: list[SocketOption], extra: list[SocketOption]) -> list[SocketOption]:
@@ -285,7 +297,56 @@ def _adopt(conn: Any, options: list[SocketOption]) -> None:
 
 # -- the per-client feature -------------------------------------------------------------------------
 
-class ConnectionHygiene(ClientFeature):
+class IdleDefences(ClientFeature):
+    """What both HTTP stacks' hygiene features share: the note on a final idle/reset failure."""
+
+    options: list[SocketOption] | None = None
+    max_idle: float = 0.0  #: the idle limit that applies to this client's pooled connections (0: none)
+    attached = False
+    _lock: Any
+
+    def detach(self) -> None:
+        """Remove the handlers, switch the state off (hooks that outlive detach read it), then restore."""
+        super().detach()
+        if not self.attached:
+            return
+        with self._lock:
+            self._switch_off()
+        self._restore()
+
+    def _switch_off(self) -> None:
+        self.attached = False
+
+    def _restore(self) -> None:
+        raise NotImplementedError
+
+    def _register_note(self) -> None:
+        if self.settings.hints:
+            self._registrations.add(f"after-call-error.{self.service}", self.on_after_call_error,
+                                    f"bedrock-hooks-keepalive-note-{self.service}", first=True)
+
+    def on_after_call_error(self, exception: BaseException | None = None, context: Any = None, **kwargs: Any) -> None:
+        """Runs just before the hint is built: say which defences were active on this client."""
+        try:
+            if exception is None or not isinstance(context, dict):
+                return
+            # The exception's own classification, shared with the hint that follows: with retry decisions
+            # off, no earlier handler of this call classified anything.
+            classification = classify_attempt(context, exception, lambda: facts_from_exception(exception))
+            if classification is not None and classification.entry.name in _IDLE_ENTRIES:
+                call_state(context).note(self.describe())
+        except Exception as exc:
+            report_failure("keepalive-note", exc)
+
+    def describe(self) -> str:
+        """One short sentence on what this client does against idle drops (hints, ``doctor``)."""
+        s = self.settings
+        probes = f"sent TCP keep-alive probes after {s.keepalive_idle}s idle" if self.options else "had TCP keep-alive off"
+        evict = f"closed pooled connections idle >{self.max_idle:g}s" if self.max_idle else "had idle eviction off"
+        return f"This client {probes} and {evict}."
+
+
+class ConnectionHygiene(IdleDefences):
     """Keep-alive socket options and idle eviction on one Bedrock client; detach restores botocore.
 
     It is also the state the client's pool subclasses consult on every hand-out and return:
@@ -304,7 +365,7 @@ class ConnectionHygiene(ClientFeature):
         self.http_session = _http_session(client)
         self.attached = False
         self.ready = False
-        self.max_idle = float(settings.pool_max_idle)
+        self.max_idle = eviction_limit(settings) or 0.0
         #: botocore's options (what every connection goes back to) and the library's, as lists.
         self.original: list[SocketOption] = []
         self.options: list[SocketOption] | None = None
@@ -333,16 +394,12 @@ class ConnectionHygiene(ClientFeature):
             conn.__dict__.pop(_STAMP, None)  # a stamp from an earlier installation's clock
             if self.options is not None:
                 _adopt(conn, self.options)
-        if self.settings.hints:
-            self._registrations.add(f"after-call-error.{self.service}", self.on_after_call_error,
-                                    f"bedrock-hooks-keepalive-note-{self.service}", first=True)
+        self._register_note()
 
-    def detach(self) -> None:
-        super().detach()
-        if not self.attached:
-            return
-        with self._lock:
-            self.attached = self.ready = False
+    def _switch_off(self) -> None:
+        self.attached = self.ready = False
+
+    def _restore(self) -> None:
         safe_invoke("detach", self._restore_pool_classes)
         for conn in self._idle_connections():
             safe_invoke("detach", self.release, conn)
@@ -422,32 +479,17 @@ class ConnectionHygiene(ClientFeature):
                 by_scheme[scheme] = base
         self._original_classes = {}
 
-    # -- the note on a final idle/reset failure ---------------------------------------------------
-    def on_after_call_error(self, exception: BaseException | None = None, context: Any = None, **kwargs: Any) -> None:
-        """Runs just before the hint is built: say which defences were active on this client."""
-        try:
-            if exception is None or not isinstance(context, dict):
-                return
-            # The exception's own classification, shared with the hint that follows: with retry decisions
-            # off, no earlier handler of this call classified anything.
-            classification = classify_attempt(context, exception, lambda: facts_from_exception(exception))
-            if classification is not None and classification.entry.name in _IDLE_ENTRIES:
-                call_state(context).note(self.describe())
-        except Exception as exc:
-            report_failure("keepalive-note", exc)
-
-    def describe(self) -> str:
-        """One short sentence on what this client does against idle drops (hints, ``doctor``)."""
-        s = self.settings
-        probes = f"sent TCP keep-alive probes after {s.keepalive_idle}s idle" if self.options else "had TCP keep-alive off"
-        evict = f"closed pooled connections idle >{s.pool_max_idle:g}s" if s.pool_max_idle else "had idle eviction off"
-        return f"This client {probes} and {evict}."
-
 
 def feature(client: Any, settings: Settings, runtime: Runtime) -> ConnectionHygiene | None:
-    """The FEATURES factory: nothing to attach when both keep-alive and eviction are off."""
+    """The FEATURES factory: nothing to attach when both keep-alive and eviction are off.
+
+    An aiobotocore client gets :mod:`.keepalive_aio` (imported only then: no aiohttp for sync clients)."""
     if not settings.keepalive and not settings.pool_max_idle:
         return None
+    if is_async(client):
+        from .keepalive_aio import feature as aio_feature
+
+        return aio_feature(client, settings, runtime)
     return ConnectionHygiene(client, settings, runtime)
 
 
