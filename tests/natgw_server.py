@@ -16,7 +16,10 @@ from bedrock_hooks.testing import BedrockServer, RecordedRequest, Reply
 
 
 def tag_connection(request: RecordedRequest) -> Reply:
-    return Reply.ok(headers={"x-bh-connection-id": str(request.connection_id)})
+    """Tagged with its connection; model id ``slow-S``: answered after S seconds (a request in flight idles)."""
+    reply = Reply.ok(headers={"x-bh-connection-id": str(request.connection_id)})
+    model = request.model_id or ""
+    return Reply.delay(float(model[len("slow-"):]), then=reply) if model.startswith("slow-") else reply
 
 
 def main(argv: list[str]) -> None:
