@@ -277,9 +277,9 @@ def test_attach_again_after_detach_and_detach_after_the_client_closed(aiobotocor
 # -- where it does not apply ----------------------------------------------------------------------------
 
 def test_the_httpx_backend_is_left_alone_with_one_warning(aiobotocore, server, fake_time, caplog, monkeypatch):
-    """Not covered yet: one warning, then plain aiobotocore (the aio environment installs httpx)."""
-    httpxsession = require("aiobotocore.httpxsession", group="aio")
-    require("httpx", group="aio")
+    """Not covered yet: one warning, then plain aiobotocore (group ``httpx``: the aio environment installs it)."""
+    require("httpx", group="httpx")
+    httpxsession = require("aiobotocore.httpxsession", group="httpx")
     monkeypatch.setattr(keepalive, "_warned", set())
     caplog.set_level(logging.WARNING, logger="bedrock_hooks")
 
