@@ -226,7 +226,10 @@ def _match_exception(exception: BaseException) -> Entry | None:
 
 
 def _exception_chain(exception: BaseException, depth: int = 4) -> list[BaseException]:
-    """``exception`` and the errors it wraps: botocore's ``kwargs["error"]``, urllib3's exception args."""
+    """``exception`` and the errors it wraps: botocore's ``kwargs["error"]``, urllib3's exception args, and a
+    ``ConnectionError`` an exception was raised from (aiobotocore reports a reset on a reused aiohttp connection as
+    ``EndpointConnectionError`` around ``ClientOSError`` raised from ``ConnectionResetError``; a connect timeout's
+    ``TimeoutError`` cause is not followed, it stays a connect failure)."""
     chain = [exception]
     current: Any = exception
     for _ in range(depth):
@@ -234,6 +237,8 @@ def _exception_chain(exception: BaseException, depth: int = 4) -> list[BaseExcep
         inner = kwargs.get("error") if isinstance(kwargs, dict) else None
         if not isinstance(inner, BaseException):
             inner = next((a for a in getattr(current, "args", ()) if isinstance(a, BaseException)), None)
+        if inner is None and isinstance(current.__cause__, ConnectionError):  # aiohttp's ClientOSError from a reset
+            inner = current.__cause__
         if inner is None or inner in chain:
             break
         chain.append(inner)

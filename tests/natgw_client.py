@@ -95,23 +95,11 @@ def aio_caller(args: argparse.Namespace) -> Call:
         "bedrock-runtime", endpoint_url=args.endpoint, config=config, **CREDS)
     client = loop.run_until_complete(context.__aenter__())
     if overrides is not None:
-        hook_aio(client, overrides)
+        import bedrock_hooks
+
+        bedrock_hooks.install(client, **overrides)
 
     return lambda model: timed_call(client, model, loop.run_until_complete)
-
-
-def hook_aio(client: Any, overrides: dict[str, Any]) -> None:
-    """``install(client)``; where this bedrock-hooks still refuses aio clients, the connection feature alone,
-    attached as an installation attaches it."""
-    import bedrock_hooks
-    from bedrock_hooks import keepalive
-    from bedrock_hooks.config import load_settings
-    from bedrock_hooks.features import Runtime
-
-    if bedrock_hooks.install(client, **overrides).kind == "refused":
-        feature = keepalive.feature(client, load_settings(**overrides), Runtime())
-        if feature is not None:
-            feature.attach()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -351,3 +351,51 @@ def test_sync_clients_never_import_aiohttp_and_aio_rows_are_probed_once_aiobotoc
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["['aiobotocore', 'aiobotocore'] False", "[(None, True), (None, True)]"]
+
+
+# -- through install() ----------------------------------------------------------------------------------
+
+def test_install_on_an_aio_session_hooks_its_connections_and_uninstall_restores_them(aiobotocore, server, fake_time):
+    import bedrock_hooks
+    from bedrock_hooks.installation import attached_features
+
+    async def run():
+        session = aiobotocore.get_session()
+        installation = bedrock_hooks.install(session, runtime=fake_time.runtime(), keepalive_idle=19)
+        async with session.create_client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url,
+                                         **CREDS) as client:
+            kinds = [type(f).__name__ for f in attached_features(client)]
+            await converse(client)
+            hooked = [options_of(s)[:2] for s in iter_connection_sockets(client)]
+            installation.uninstall()
+            plain = [options_of(s) for s in iter_connection_sockets(client)]
+            return kinds, hooked, plain, client._endpoint.http_session._connector_args
+
+    kinds, hooked, plain, args = asyncio.run(run())
+    assert "AioConnectionHygiene" in kinds
+    assert hooked == [(1, 19)] and plain == [kernel_defaults()] and args == {"keepalive_timeout": 12}
+
+
+def test_a_reset_on_a_reused_aio_connection_is_retried_at_once_as_an_idle_reset(aiobotocore, server, fake_time):
+    """aiobotocore reports it as EndpointConnectionError around aiohttp's ClientOSError raised from the
+    ConnectionResetError: it was taken for a connect failure (backoff, a wrong hint) instead of the reset it is."""
+    import bedrock_hooks
+    from bedrock_hooks.testing import Reply
+
+    async def run():
+        session = aiobotocore.get_session()
+        bedrock_hooks.install(session, runtime=fake_time.runtime(), max_attempts=2)
+        async with session.create_client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url,
+                                         **CREDS) as client:
+            await converse(client)
+            server.script(Reply.reset())
+            retried = await converse(client)
+            server.script(Reply.reset(), Reply.reset())
+            with pytest.raises(Exception) as raised:
+                await converse(client)
+            return retried, raised.value
+
+    retried, error = asyncio.run(run())
+    assert retried["ResponseMetadata"]["RetryAttempts"] == 1
+    assert fake_time.sleeps == []  # each first reconnect is immediate: no backoff (a connect failure backs off)
+    assert "[bedrock-hooks] IdleConnectionReset" in str(error), str(error)

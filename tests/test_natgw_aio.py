@@ -9,7 +9,9 @@ calls through the masquerading gateway whose conntrack forgets a flow after 2 s 
   default 12 s is not: in production the stall needs such a setting). Plain aiobotocore (also with
   ``tcp_keepalive=True``, which aiohttp ignores) stalls for the whole ``read_timeout`` before its own
   retry on a new connection; bedrock-hooks keep-alive answers as fast as a warm call on the same
-  connection; eviction alone (``pool_max_idle`` 1 s lowers the connector's limit) on a new one.
+  connection; eviction alone (``pool_max_idle`` 1 s lowers the connector's limit) on a new one. With
+  both off, the library's immediate reconnect retry is what is left (fast after a reset; after one read
+  timeout for a silent drop).
 * **A request in flight** whose answer takes 3 s (a long generation with ``read_timeout`` raised to
   match): every aiobotocore setting is affected. Plain, the answer is dropped by the gateway and the
   call fails at its read timeout; with keep-alive probes the flow survives and the answer arrives.
@@ -27,8 +29,8 @@ from test_natgw import CONNTRACK_TIMEOUT, FAST, IDLE, READ_TIMEOUT, describe, ga
 SLOW = 3.0  # the in-flight answer's delay: longer than the conntrack timeout
 SLOW_READ_TIMEOUT = SLOW + 1.5
 
-RUNS = [("drop", s, False) for s in ("plain", "tcp_keepalive", "keepalive", "eviction")] + \
-       [("rst", s, False) for s in ("plain", "keepalive")] + [("drop", s, True) for s in ("plain", "keepalive")]
+RUNS = [("drop", s, False) for s in ("plain", "tcp_keepalive", "keepalive", "eviction", "reconnect")] + \
+       [("rst", s, False) for s in ("plain", "keepalive", "reconnect")] + [("drop", s, True) for s in ("plain", "keepalive")]
 
 
 def arguments(gateway: Any, mode: str, scenario: str, slow: bool) -> list[str]:  # noqa: F811
@@ -70,6 +72,13 @@ def test_eviction_alone_replaces_the_idle_aio_connection_before_use(results):
 def test_a_reset_costs_plain_aiobotocore_a_retry(results):
     plain = results[("rst", "plain", False)]
     assert plain["error"] is None and not plain["same_connection"] and plain["retries"] >= 1, describe(plain)
+
+
+def test_with_both_off_the_reconnect_retry_is_left(results):
+    reset, drop = results[("rst", "reconnect", False)], results[("drop", "reconnect", False)]
+    assert reset["error"] is None and reset["retries"] == 1 and reset["second"] < FAST, describe(reset)
+    assert drop["error"] is None and drop["retries"] == 1, describe(drop)  # after one read timeout, at once
+    assert READ_TIMEOUT * 0.95 <= drop["second"] < READ_TIMEOUT + FAST, describe(drop)
 
 
 def test_a_slow_answer_is_lost_without_keepalive_and_arrives_with_it(results):
