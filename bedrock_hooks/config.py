@@ -278,6 +278,46 @@ def _is_endpoint(url: str) -> bool:
             and url.isprintable() and " " not in url)
 
 
+STATE_SCHEMES = ("memory", "redis", "rediss")
+MAX_STATE_TIMEOUT = 1.0  #: seconds: a shared-state command must never hold a Bedrock call for longer
+
+
+def parse_state_url(raw: Any) -> str:
+    """``memory://`` or ``redis[s]://[user:password@]host[:port][/db]``; a Redis URL needs redis-py.
+
+    The reasons given never quote the URL (it may hold a password); the option is ``secret`` too.
+    """
+    from urllib.parse import urlsplit
+
+    text = str(raw).strip()
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in 0-65535)
+    except ValueError:
+        raise ConfigError("not a URL (an invalid port?)") from None
+    scheme = parts.scheme.lower()
+    if scheme not in STATE_SCHEMES or not text.lower().startswith(f"{scheme}://"):
+        raise ConfigError("expected memory:// or redis://host:port/db (rediss:// for TLS)")
+    if scheme == "memory":
+        return "memory://"
+    if not host:
+        raise ConfigError(f"{scheme}:// needs a host")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigError("the database (the URL path) must be a number")
+    import importlib.util
+
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError("a Redis URL needs redis-py: pip install 'bedrock-hooks[redis]'")
+    return text
+
+
+def parse_secret_text(raw: Any) -> str:
+    """Any text (a salt): never shown."""
+    return str(raw)
+
+
 _known_cache: frozenset[str] | None = None
 
 
@@ -367,6 +407,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate_limit", "BEDROCK_HOOKS_RATE_LIMIT", parse_bool, True,
            "Process-wide adaptive pacing per account, Region, model and endpoint, engaged only when several threads "
            "are throttled and 429s are a large share of recent answers."),
+    Option("state_url", "BEDROCK_HOOKS_STATE_URL", parse_state_url, "memory://",
+           "Where pacing, circuit and inference-profile state lives: memory:// (this process) or "
+           "redis://host:port/db, rediss:// (shared by every process using it; extra bedrock-hooks[redis]).",
+           secret=True),
+    Option("state_salt", "BEDROCK_HOOKS_STATE_SALT", parse_secret_text, "",
+           "Secret mixed into the hashed Redis keys (same value on every process of a fleet); empty: the "
+           "library's fixed salt.", secret=True),
+    Option("state_timeout", "BEDROCK_HOOKS_STATE_TIMEOUT", _number(float, 0.001, MAX_STATE_TIMEOUT), 0.005,
+           "Seconds a Redis command may take (connect included) before the call goes on with in-process "
+           "state for 5 s (at most 1)."),
 )
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
@@ -409,6 +459,9 @@ class Settings:
     pool_max_idle: float = 300.0
     stream_retry: bool = True
     rate_limit: bool = True
+    state_url: str = "memory://"
+    state_salt: str = field(default="", repr=False)
+    state_timeout: float = 0.005
     #: Where each value came from: ``default``, ``override`` or the environment variable name.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     #: ``(variable, rejected value as shown, value used)`` for every value that could not be used as given.

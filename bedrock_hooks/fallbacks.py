@@ -27,14 +27,12 @@ failed over, and the hint says so.
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from . import process
+from . import circuit, process, store
 from .bodyformats import GEO_PREFIXES, same_body_format
 from .catalog import Entry
 from .config import Settings
@@ -42,6 +40,7 @@ from .failsafe import report_failure
 from .features import ClientFeature, Runtime
 from .quota_scope import QuotaScope, account_of, endpoint_of, model_in_path
 from .state import STATE_KEY, CallState, call_state
+from .store import MemoryStore, store_for, uses_wall_clock
 
 logger = logging.getLogger("bedrock_hooks.fallbacks")
 
@@ -56,8 +55,12 @@ PROFILE_PREFIXES: tuple[tuple[str, str], ...] = (
 #: Hosts whose Region is known, so another Region's endpoint is too: ``bedrock-runtime[-fips].<region>.<domain>``.
 REGIONAL_HOST = re.compile(r"^(bedrock(?:-runtime)?(?:-fips)?)\.([a-z]{2}(?:-[a-z]+)+-\d+)\."
                            r"(amazonaws\.com(?:\.cn)?|api\.aws)(:\d+)?$")
-_MAX_TRACKED = 512  # scopes tracked by the circuit breaker and the profile memory, per router
-_FOREVER = float("inf")
+_MAX_TRACKED = store.CAPACITY  # scopes the in-process store keeps per family (circuits, profiles): LRU
+_MAX_HOT = 4 * _MAX_TRACKED  # URL-path forms in a router's hot filter (two per model: raw and percent-encoded)
+PROFILE_FAMILY = "profile"  #: the store family of remembered inference profiles
+PROFILE_TTL = 86400.0  #: seconds a remembered profile lives unused (each use starts it again)
+HOT_SYNC = 1.0  #: seconds between two reads of the fleet's hot models (shared store only)
+REMARK_AFTER = 3600.0  #: a remembered profile in use is marked hot again (locally and for the fleet) hourly
 
 __all__ = ["ROUTABLE", "FallbackHooks", "Router", "feature", "model_in_path", "profile_for", "regional_url",
            "reset_routers", "router_for"]
@@ -134,91 +137,111 @@ def _path_segment(url_path: Any) -> str:
     return parts[2] if len(parts) > 3 else ""
 
 
-@dataclass
-class _Circuit:
-    failures: collections.deque
-    open_until: float = 0.0
-
-
 class Router:
-    """Process-wide fallback state for one configuration: circuits and remembered profiles, per scope."""
+    """Fallback state for one configuration: circuits and remembered profiles, per scope, in its store.
+
+    The state itself lives in the configuration's :mod:`store <bedrock_hooks.store>`: in process by
+    default (bounded, least recently used evicted), or on Redis, shared by the fleet. :attr:`hot` is
+    this process's cheap filter in front of it; with a shared store it also learns, at most once per
+    :data:`HOT_SYNC` seconds, the models other processes opened a circuit or remembered a profile for.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.chains = dict(settings.fallbacks)
+        self.store = store_for(settings)
+        #: Shared state needs one time base for the fleet: wall-clock seconds instead of the monotonic clock.
+        self.wall_clock = uses_wall_clock(self.store)
         self._lock = process.lock()
-        self._circuits: collections.OrderedDict[QuotaScope, _Circuit] = collections.OrderedDict()
-        self._profiles: collections.OrderedDict[QuotaScope, str] = collections.OrderedDict()
         #: URL-path forms of the models with a remembered profile or an opened circuit in some scope,
         #: -> until when. Replaced (never mutated) under the lock and read without it: a new call for
         #: any other model is not routed, at the cost of one lookup.
         self.hot: dict[str, float] = {}
+        self._next_sync = float("-inf")
+
+    def now(self, runtime: Runtime) -> float:
+        """The time base of this router's state (the injected clocks of ``runtime``)."""
+        return runtime.wall() if self.wall_clock else runtime.clock()
 
     # -- the cheap check ---------------------------------------------------------------------------
-    def _mark_hot(self, model: str, until: float) -> None:
-        """Under the lock."""
-        hot = dict(self.hot)
-        for form in _path_forms(model):
-            hot[form] = max(hot.get(form, 0.0), until)
-        self.hot = hot
+    def _mark_hot(self, model: str, until: float, now: float, *, share: bool = True) -> None:
+        forms = _path_forms(model)
+        with self._lock:
+            hot = dict(self.hot)
+            for form in forms:
+                hot[form] = max(hot.pop(form, 0.0), until)  # re-inserted: the most recently marked last
+            self.hot = self._bounded(hot, now)
+        if share:
+            self.store.mark_hot(forms, until, now)
+
+    def _bounded(self, hot: dict[str, float], now: float) -> dict[str, float]:
+        """At most :data:`_MAX_HOT` forms. In process the store knows exactly which models still have
+        state (its tables evict the least recently used): the filter is rebuilt from it. A shared store
+        cannot be listed cheaply: the least recently marked forms give way (a use re-marks, see
+        :meth:`remembered_profile`)."""
+        if len(hot) <= _MAX_HOT:
+            return hot
+        if isinstance(self.store, MemoryStore):
+            live = {scope.target for scope, _ in self.store.snapshot(PROFILE_FAMILY, now)}
+            live |= {scope.target for scope, state in self.store.snapshot(circuit.FAMILY, now)
+                     if state.get("open", 0.0) > now}
+            models = {form for target in live for form in _path_forms(target.partition(":")[2])}
+            hot = {form: until for form, until in hot.items() if form in models and until > now}
+        while len(hot) > _MAX_HOT:
+            del hot[next(iter(hot))]
+        return hot
 
     def cool_down(self, now: float) -> None:
-        """Drop models whose circuits have all closed from :attr:`hot` (profiles stay remembered)."""
+        """Drop models whose circuits have all closed (and profiles that expired) from :attr:`hot`."""
         if all(until > now for until in self.hot.values()):
             return
         with self._lock:
-            self._rebuild_hot(now)
+            self.hot = {form: until for form, until in self.hot.items() if until > now}
 
-    def _rebuild_hot(self, now: float) -> None:
-        self.hot = {}
-        for scope in self._profiles:
-            self._mark_hot(_model_of(scope), _FOREVER)
-        for scope, circuit in self._circuits.items():
-            if circuit.open_until > now:
-                self._mark_hot(_model_of(scope), circuit.open_until)
+    def sync(self, now: float) -> None:
+        """With a shared store: learn the fleet's hot models, at most once per :data:`HOT_SYNC` seconds."""
+        if not self.wall_clock or now < self._next_sync:
+            return
+        self._next_sync = now + HOT_SYNC
+        shared = self.store.hot_models(now)
+        if any(self.hot.get(form, 0.0) < until for form, until in shared.items()):
+            with self._lock:
+                hot = dict(self.hot)
+                for form, until in shared.items():
+                    hot[form] = max(hot.get(form, 0.0), until)
+                self.hot = self._bounded(hot, now)
 
     # -- circuit breaker ------------------------------------------------------------------------
     def record_pressure(self, scope: QuotaScope, now: float) -> bool:
         """Count a throttling/unavailable error in ``scope``; True when this one opened its circuit."""
         if self.settings.circuit_threshold <= 0 or not self.chains.get(_model_of(scope)):
             return False
-        with self._lock:
-            circuit = self._circuits.pop(scope, None) or _Circuit(collections.deque())
-            self._circuits[scope] = circuit
-            evicted = len(self._circuits) > _MAX_TRACKED
-            while len(self._circuits) > _MAX_TRACKED:
-                self._circuits.popitem(last=False)
-            if evicted:
-                self._rebuild_hot(now)
-            window_start = now - self.settings.circuit_window
-            while circuit.failures and circuit.failures[0] < window_start:
-                circuit.failures.popleft()
-            circuit.failures.append(now)
-            if circuit.open_until <= now and len(circuit.failures) >= self.settings.circuit_threshold:
-                circuit.open_until = now + self.settings.circuit_cooldown
-                circuit.failures.clear()
-                self._mark_hot(_model_of(scope), circuit.open_until)
-                return True
-        return False
+        s = self.settings
+        opened, until = self.store.apply(circuit.PRESSURE, circuit.FAMILY, scope, now,
+                                         (float(s.circuit_threshold), s.circuit_window, s.circuit_cooldown),
+                                         s.circuit_window + s.circuit_cooldown)
+        if until > now:  # opened now, or already open (perhaps by another process)
+            self._mark_hot(_model_of(scope), until, now, share=bool(opened))
+        return bool(opened)
 
     def circuit_open(self, scope: QuotaScope, now: float) -> bool:
-        with self._lock:
-            circuit = self._circuits.get(scope)
-            return circuit is not None and circuit.open_until > now
+        (until,) = self.store.apply(circuit.STATUS, circuit.FAMILY, scope, now, (),
+                                    self.settings.circuit_window + self.settings.circuit_cooldown)
+        return until > now
 
     # -- inference profiles -----------------------------------------------------------------------
-    def remember_profile(self, scope: QuotaScope, profile: str) -> None:
-        with self._lock:
-            self._profiles[scope] = profile
-            if len(self._profiles) > _MAX_TRACKED:
-                while len(self._profiles) > _MAX_TRACKED:
-                    self._profiles.popitem(last=False)
-                self._rebuild_hot(float("-inf"))
-            self._mark_hot(_model_of(scope), _FOREVER)
+    def remember_profile(self, scope: QuotaScope, profile: str, now: float) -> None:
+        self.store.put_text(PROFILE_FAMILY, scope, profile, now, PROFILE_TTL)
+        self._mark_hot(_model_of(scope), now + PROFILE_TTL, now)
 
-    def remembered_profile(self, scope: QuotaScope) -> str | None:
-        with self._lock:
-            return self._profiles.get(scope)
+    def remembered_profile(self, scope: QuotaScope, now: float) -> str | None:
+        """The profile remembered for ``scope``; a use keeps its model in :attr:`hot` (re-marked hourly)."""
+        profile = self.store.get_text(PROFILE_FAMILY, scope, now, PROFILE_TTL)
+        if profile is not None:
+            model = _model_of(scope)
+            if self.hot.get(model, 0.0) < now + PROFILE_TTL - REMARK_AFTER:
+                self._mark_hot(model, now + PROFILE_TTL, now)
+        return profile
 
     # -- alternatives -----------------------------------------------------------------------------
     def alternatives(self, model: str, operation: str) -> list[str]:
@@ -252,9 +275,11 @@ def router_for(settings: Settings) -> Router:
 
 
 def reset_routers() -> None:
-    """Forget circuit and profile state (tests; or after changing models in a long-lived process)."""
+    """Forget circuit and profile state of this process (tests; or after changing models in a long-lived
+    process). A shared store's state is the fleet's: it expires by its TTLs, it is never wiped from here."""
     with _routers_lock:
         _routers.clear()
+    store.reset_stores(circuit.FAMILY, PROFILE_FAMILY)
 
 
 class FallbackHooks(ClientFeature):
@@ -262,7 +287,8 @@ class FallbackHooks(ClientFeature):
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime) -> None:
         super().__init__(client, settings, runtime)
-        self.router = router_for(settings)
+        # an event loop must never wait on a blocking Redis socket: async clients keep in-process state
+        self.router = router_for(settings.replace(state_url="memory://") if self.is_async else settings)
         self._operations = client.meta.service_model.operation_names
 
     def attach(self) -> None:
@@ -285,7 +311,10 @@ class FallbackHooks(ClientFeature):
     # -- before-call: route new calls -----------------------------------------------------------------
     def on_before_call(self, model: Any = None, params: Any = None, context: Any = None, **kwargs: Any) -> None:
         try:
-            hot = self.router.hot
+            router = self.router
+            if router.wall_clock:
+                router.sync(router.now(self.runtime))
+            hot = router.hot
             if not hot or not isinstance(params, dict) or _path_segment(params.get("url_path")) not in hot:
                 return  # no remembered profile and no opened circuit for this model: one lookup
             current = model_in_path(params.get("url_path", ""))
@@ -298,10 +327,10 @@ class FallbackHooks(ClientFeature):
             report_failure("before-call (fallbacks)", exc)
 
     def _preferred(self, scope: QuotaScope, model_id: str, operation: str) -> tuple[str, str]:
-        profile = self.router.remembered_profile(scope) if self.settings.inference_profiles else None
+        now = self.router.now(self.runtime)
+        profile = self.router.remembered_profile(scope, now) if self.settings.inference_profiles else None
         if profile:
             return profile, "remembered inference profile"
-        now = self.runtime.clock()
         if self.router.circuit_open(scope, now):
             alternatives = self.router.alternatives(model_id, operation)
             if alternatives:
@@ -334,7 +363,7 @@ class FallbackHooks(ClientFeature):
         if current is None or entry.reroute is None:
             return None
         scope = self.scope(request_dict, current)
-        if entry.reroute == "exhausted" and self.router.record_pressure(scope, self.runtime.clock()):
+        if entry.reroute == "exhausted" and self.router.record_pressure(scope, self.router.now(self.runtime)):
             logger.warning("bedrock-hooks: circuit opened for %s in %s (%s); new calls go to its first fallback "
                            "for %ss", current, scope.region, entry.name, self.settings.circuit_cooldown)
         if verdict.retry or (entry.reroute == "exhausted" and verdict.reason not in ("max-attempts", "deadline")):
@@ -356,7 +385,7 @@ class FallbackHooks(ClientFeature):
         if entry.name == "InferenceProfileRequired" and self.settings.inference_profiles:
             profile = profile_for(current, scope.region)
             if profile and profile not in tried_models:
-                self.router.remember_profile(scope, profile)
+                self.router.remember_profile(scope, profile, self.router.now(self.runtime))
                 return "model", profile, entry.name
         for alternative in self.router.alternatives(self._requested(state, current), operation):
             if alternative not in tried_models and alternative != current:

@@ -24,10 +24,16 @@ from urllib.parse import unquote, urlsplit
 from . import compat, process
 
 _SALT = os.urandom(16)  #: per process: a hash seen in a dump says nothing about the key outside it
+#: The library's fixed key for fleet identities: every process of a fleet must name an account alike
+#: (see :func:`fleet_identity` and SECURITY.md, "Shared state on Redis").
+_FLEET_KEY = b"bedrock-hooks/fleet-identity/v1"
+_MAX_FLEET = 4096  #: identities remembered for fleet keys (credentials rotate; the oldest give way)
 _MODEL_IN_PATH = re.compile(r"^(/model/)([^/]+)(/.*)$")
 _SIGNING_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/")
 _accounts: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _accounts_lock = process.lock()
+#: per-process account hash -> fleet identity (a keyed hash too, never the account ID or key itself)
+_fleet: dict[str, str] = {}
 
 
 class QuotaScope(NamedTuple):
@@ -113,4 +119,26 @@ def _resolve(credentials: Any) -> str | None:
 
 
 def _digest(identity: str) -> str:
-    return hashlib.blake2b(identity.encode("utf-8", "replace"), key=_SALT, digest_size=8).hexdigest()
+    data = identity.encode("utf-8", "replace")
+    local = hashlib.blake2b(data, key=_SALT, digest_size=8).hexdigest()
+    if local not in _fleet:
+        with _accounts_lock:
+            while len(_fleet) >= _MAX_FLEET:
+                del _fleet[next(iter(_fleet))]
+            _fleet[local] = hashlib.blake2b(data, key=_FLEET_KEY, digest_size=16).hexdigest()
+    return local
+
+
+def fleet_identity(account: str) -> str | None:
+    """The name every process of a fleet gives the account behind ``account`` (a :attr:`QuotaScope.account`).
+
+    A per-process hash cannot key shared state (each process has its own salt), so the identity
+    hashed for it is also hashed with the library's fixed key; a shared store hashes that again with
+    its own salt (``BEDROCK_HOOKS_STATE_SALT``). None for an identity only this process can name
+    (``signer-...``, ``unresolved-...``, a token provider): its state stays in the process.
+    """
+    if account == "unsigned":
+        return account
+    parts = account.split("+")
+    named = [_fleet.get(part) for part in parts]
+    return None if any(name is None for name in named) else "+".join(named)  # type: ignore[arg-type]

@@ -179,7 +179,7 @@ def test_circuit_state_is_bounded_and_thread_safe():
     for t in threads:
         t.join(10)
     assert errors == []
-    assert len(router._circuits) <= fallbacks._MAX_TRACKED
+    assert router.store.size("circuit") <= fallbacks._MAX_TRACKED
 
 
 def test_region_failover_for_persistent_503s_is_signed_for_the_new_region(fake_time):
