@@ -283,13 +283,15 @@ MAX_STATE_TIMEOUT = 1.0  #: seconds: a shared-state command must never hold a Be
 
 
 def parse_state_url(raw: Any) -> str:
-    """``memory://`` or ``redis[s]://[user:password@]host[:port][/db]``; a Redis URL needs redis-py.
+    """``memory://`` (or empty) or ``redis[s]://[user:password@]host[:port][/db]``; a Redis URL needs redis-py.
 
     The reasons given never quote the URL (it may hold a password); the option is ``secret`` too.
     """
     from urllib.parse import urlsplit
 
     text = str(raw).strip()
+    if not text:
+        return "memory://"
     try:
         parts = urlsplit(text)
         host = parts.hostname

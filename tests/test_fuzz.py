@@ -324,7 +324,7 @@ def test_any_environment_loads_and_names_every_rejected_value(environ):
             assert value == option.default, (option.env, raw, value)
             assert settings_.sources[option.name] == "default"
         if warned:
-            shown = config._raw_text(raw)
+            shown = config._raw_text(raw, option.secret)  # a secret option's value is never shown
             assert len(shown) <= config.PREVIEW_CHARS + 20
             named = f"{option.env}={shown!r}"
             assert any(named in w and "ignoring" in w for w in warnings), (named, warnings)
