@@ -399,3 +399,4 @@ def test_a_reset_on_a_reused_aio_connection_is_retried_at_once_as_an_idle_reset(
     assert retried["ResponseMetadata"]["RetryAttempts"] == 1
     assert fake_time.sleeps == []  # each first reconnect is immediate: no backoff (a connect failure backs off)
     assert "[bedrock-hooks] IdleConnectionReset" in str(error), str(error)
+    assert "This client sent TCP keep-alive probes after 45s idle and closed pooled connections idle >12s" in str(error)
