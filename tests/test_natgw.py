@@ -7,7 +7,9 @@ for the 350 s of NAT Gateways / VPC endpoints / NLBs). Each scenario idles 3 s a
 * plain botocore (and ``Config(tcp_keepalive=True)``) stall for the whole ``read_timeout``;
 * bedrock-hooks keep-alive (probes after 1 s, every 1 s) answers as fast as a warm call, on the
   same connection; eviction alone (max idle 1 s) too, on a new connection;
-* with both off, only the immediate reconnect retry is left: after a TCP reset it is fast.
+* with both off, only the immediate reconnect retry is left: after a TCP reset it is fast;
+* an answer that takes longer than the gateway's timeout (a request in flight, ``read_timeout`` raised)
+  is dropped on its way back without keep-alive (the call fails at its read timeout) and arrives with it.
 
 All scenarios run in parallel in one emulation (about 8 s in total; the timings are those of
 ``bench/idle_drop.py --smoke``).
@@ -28,9 +30,11 @@ CONNTRACK_TIMEOUT = 2  # seconds: the emulated 350 s
 IDLE = 3.0  # longer than the conntrack timeout
 READ_TIMEOUT = 1.5
 FAST = 0.5  # a second call under this did not stall (a stall costs READ_TIMEOUT)
+SLOW = 3.0  # seconds the server takes to answer a call in flight (longer than the conntrack timeout)
 
 RUNS = [("drop", s) for s in ("plain", "tcp_keepalive", "keepalive", "eviction", "reconnect")] + \
        [("rst", s) for s in ("plain", "keepalive", "reconnect")]
+SLOW_RUNS = [("slow", s) for s in ("plain", "keepalive")]  # an answer in flight longer than the conntrack timeout
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,10 @@ def results(gateway: NatGateway) -> dict[tuple[str, str], dict[str, Any]]:
     runs = [["--endpoint", gateway.url(mode), "--scenario", scenario, "--idle", str(IDLE),
              "--read-timeout", str(READ_TIMEOUT), "--ka-idle", "1", "--ka-interval", "1", "--ka-count", "3",
              "--max-idle", str(CONNTRACK_TIMEOUT / 2)] for mode, scenario in RUNS]
-    return dict(zip(RUNS, gateway.run_clients(runs, timeout=45)))
+    runs += [["--endpoint", gateway.url("drop"), "--scenario", scenario, "--idle", "0", "--slow", str(SLOW),
+              "--attempts", "1", "--read-timeout", str(SLOW + 1.5), "--ka-idle", "1", "--ka-interval", "1",
+              "--ka-count", "3"] for _, scenario in SLOW_RUNS]
+    return dict(zip(RUNS + SLOW_RUNS, gateway.run_clients(runs, timeout=45)))
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -90,6 +97,13 @@ def test_silent_drop_without_defences_costs_one_read_timeout_then_retries_at_onc
     result = results[("drop", "reconnect")]
     assert result["error"] is None and result["retries"] == 1, describe(result)
     assert READ_TIMEOUT * 0.95 <= result["second"] < READ_TIMEOUT + FAST, describe(result)
+
+
+def test_an_answer_slower_than_the_nat_timeout_arrives_only_with_keepalive(results):
+    plain, hooked = results[("slow", "plain")], results[("slow", "keepalive")]
+    assert plain["error"] is not None and "ReadTimeout" in plain["error"], describe(plain)
+    assert hooked["error"] is None and hooked["same_connection"], describe(hooked)
+    assert SLOW <= hooked["second"] < SLOW + FAST, describe(hooked)
 
 
 def test_teardown_removes_namespaces_and_processes():

@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 
 from _requires import require
-from test_natgw import CONNTRACK_TIMEOUT, FAST, IDLE, READ_TIMEOUT, describe, gateway  # noqa: F401 (fixture)
+from test_natgw import CONNTRACK_TIMEOUT, FAST, IDLE, READ_TIMEOUT, SLOW, describe, gateway  # noqa: F401 (fixture)
 
-SLOW = 3.0  # the in-flight answer's delay: longer than the conntrack timeout
 SLOW_READ_TIMEOUT = SLOW + 1.5
 
 RUNS = [("drop", s, False) for s in ("plain", "tcp_keepalive", "keepalive", "eviction", "reconnect")] + \
