@@ -518,7 +518,8 @@ ENTRIES: tuple[Entry, ...] = (
         backoff=Backoff.RECONNECT,
         ambiguous=True,
         exceptions=frozenset({"ConnectionClosedError", "ProtocolError", "ConnectionResetError",
-                              "BrokenPipeError", "RemoteDisconnected"}),
+                              "BrokenPipeError", "RemoteDisconnected",
+                              "ClientPayloadError"}),  # aiohttp's, for a body cut mid-stream (aiobotocore)
     ),
     Entry(
         name="TruncatedResponse",

@@ -26,14 +26,16 @@ may have run tools with side effects and is only annotated, never re-issued.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
+import importlib
 import json
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import compat, process
 from .budget import budget_for
@@ -50,6 +52,7 @@ if TYPE_CHECKING:  # botocore's event-stream module is imported on first use (im
     from botocore.exceptions import EventStreamError
 
 logger = logging.getLogger("bedrock_hooks.streaming")
+_T = TypeVar("_T")
 
 #: (service, operation) pairs whose streams are safe to re-issue: pure inference, no side effects.
 RECOVERABLE = frozenset({("bedrock-runtime", "ConverseStream"), ("bedrock-runtime", "InvokeModelWithResponseStream")})
@@ -127,19 +130,35 @@ class StreamHooks(ClientFeature):
                 return
             member = event_stream_member(model)
             inner = parsed.get(member) if member else None
-            if not _is_event_stream(inner) or isinstance(inner, (_TypedErrors, _Recovering)):
+            if not _is_event_stream(inner) or isinstance(inner, (_Wrapped, _Delivery)):
                 return
+            kind = "Aio" if self.is_async else ""  # aiobotocore's AioEventStream, read with `async for`
             if _reissuing.get():  # read by the stream that re-issued it, through any wrapper the app adds
-                parsed[member] = _stream_type("TypedErrorsEventStream")(inner)
+                parsed[member] = _stream_type(f"{kind}TypedErrorsEventStream")(inner)
             else:
                 call = _StreamCall(self, model.name, member, parsed, context)
-                parsed[member] = _stream_type("RecoveringEventStream")(inner, call)
+                parsed[member] = _stream_type(f"{kind}RecoveringEventStream")(inner, call)
         except Exception as exc:
             report_failure("after-call (stream)", exc)
 
 
+class _Reissue(NamedTuple):
+    """A re-issue the policy allowed: wait ``delay`` seconds, then call ``method`` again."""
+
+    delay: float
+    classification: Classification
+    method: Any  #: the client's method for the operation
+    charged: int  #: the retry quota this retry took, given back when the new call streams
+
+
 class _StreamCall:
-    """One streaming call: its budget, and how to re-issue it."""
+    """One streaming call: its budget, and how to re-issue it.
+
+    :meth:`recover` is the one recovery path of both kinds of stream. It is a coroutine whose only waits
+    are the stream's ``_wait`` (the backoff) and ``_send`` (the new call): an aiobotocore stream awaits
+    ``Runtime.async_sleep`` and the async client there; a botocore stream's versions block and return, so
+    it runs the very same coroutine to its end without an event loop (:func:`_run_blocking`).
+    """
 
     def __init__(self, hooks: StreamHooks, operation: str, member: str, response: dict[str, Any],
                  context: Any) -> None:
@@ -152,24 +171,30 @@ class _StreamCall:
         retries = context.get("retries") if isinstance(context, dict) else None
         self.state.retry = self.state.retry.at(int((retries or {}).get("attempt") or 1))
 
-    def recover(self, exc: BaseException, content_delivered: bool) -> EventStream | None:
+    async def recover(self, exc: BaseException, content_delivered: bool, stream: _Delivery) -> Any:
         """A new inner stream to continue with, or None after annotating ``exc`` for the application."""
+        plan = self._plan(exc, content_delivered)
+        if plan is None:
+            return None
+        if plan.delay > 0:
+            await stream._wait(plan.delay)
+        with self._as_reissue(plan):
+            response = await stream._send(plan.method, self.params or {})
+        return self._continue_with(exc, plan, response)
+
+    def _plan(self, exc: BaseException, content_delivered: bool) -> _Reissue | None:
+        """The re-issue to make, or None after annotating ``exc`` with why there is none."""
         classification = classify(facts_from_exception(exc))
         if classification is None:
             return None
         reason = self._refusal(content_delivered)
         if reason is None:
             verdict = self._verdict(classification, exc)
-            if verdict.retry:
-                charged = self.state.retry.charged
-                stream = self._reissue(verdict.delay, classification)
-                if stream is not None:
-                    self.hooks.budget.give_back(charged)  # a retry that succeeded gets its cost back
-                    self.state.retry = replace(self.state.retry, held=max(0, self.state.retry.held - charged))
-                    return stream
-                reason = Reason.REISSUE_FAILED
-            else:
-                reason = verdict.reason
+            client = self.hooks._client() if verdict.retry else None
+            if client is not None:
+                return _Reissue(verdict.delay, classification, _method(client, self.operation),
+                                self.state.retry.charged)
+            reason = Reason.REISSUE_FAILED if verdict.retry else verdict.reason
         self._annotate(exc, classification, reason)
         return None
 
@@ -195,29 +220,35 @@ class _StreamCall:
             logger.info(hooks.policy.describe(self.operation, classification, verdict, retry.attempts))
         return verdict
 
-    def _reissue(self, delay: float, classification: Classification) -> EventStream | None:
-        client = self.hooks._client()
-        if client is None:
-            return None
-        if delay > 0:
-            self.hooks.runtime.sleep(delay)
+    @contextlib.contextmanager
+    def _as_reissue(self, plan: _Reissue) -> Iterator[None]:
+        """Around the new call: it shares this call's attempt and deadline budget, and its stream is left for
+        this one to read; whatever it raises reaches the application as :func:`_as_stream_error`."""
         logger.info("bedrock-hooks: %s failed before any content (%s); re-issuing (attempt %d)",
-                    self.operation, classification.entry.name, self.state.attempts + 1)
+                    self.operation, plan.classification.entry.name, self.state.attempts + 1)
         self.state.retry = self.state.retry.continued()
         token_state, token_flag = INHERITED_STATE.set(self.state), _reissuing.set(True)
         try:
-            response = _method(client, self.operation)(**self.params)
-        except Exception as exc:  # the new call failed before streaming: the app sees that error (_as_stream_error)
+            yield
+        except Exception as exc:
             logger.info("bedrock-hooks: re-issued %s failed: %s", self.operation, type(exc).__name__)
             raise _ReissueFailed(exc) from exc
         finally:
             INHERITED_STATE.reset(token_state)
             _reissuing.reset(token_flag)
+
+    def _continue_with(self, exc: BaseException, plan: _Reissue, response: Any) -> Any:
+        """The re-issued call's stream (None if it has none), its attempts counted in the first response."""
         retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         self.state.retry = self.state.retry.at(1 + int(retries or 0))
         self.response.setdefault("ResponseMetadata", {})["RetryAttempts"] = self.state.attempts - 1
         stream = response.get(self.member)
-        return stream if _is_event_stream(stream) else None
+        if not _is_event_stream(stream):
+            self._annotate(exc, plan.classification, Reason.REISSUE_FAILED)
+            return None
+        self.hooks.budget.give_back(plan.charged)  # a retry that succeeded gets its cost back
+        self.state.retry = replace(self.state.retry, held=max(0, self.state.retry.held - plan.charged))
+        return stream
 
     def _annotate(self, exc: BaseException, classification: Classification, reason: Reason) -> None:
         if not self.hooks.settings.hints:
@@ -232,9 +263,19 @@ class _StreamCall:
         annotate_exception(exc, build_info(classification, facts))
 
 
+def _run_blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """The result of a coroutine that never suspends: a botocore stream's waits block and return (no event loop)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("bedrock-hooks: a blocking stream read tried to suspend")
+
+
 def _is_event_stream(value: Any) -> bool:
-    """``isinstance(value, EventStream)`` (true for wrapt proxies of one too); botocore's parsers have imported
-    the module by the time a response exists."""
+    """``isinstance(value, EventStream)`` (true for wrapt proxies of one too, and for aiobotocore's
+    ``AioEventStream``); botocore's parsers have imported the module by the time a response exists."""
     from botocore.eventstream import EventStream
 
     return isinstance(value, EventStream)
@@ -249,6 +290,7 @@ def _method(client: Any, operation: str) -> Any:
 
 #: The attributes of botocore's ``EventStream`` a stand-in copies from the stream it stands for.
 _EVENT_STREAM_FIELDS = ("_raw_stream", "_output_shape", "_operation_name", "_parser", "_event_generator")
+_END = object()  #: what reading a stream's source returns at its end
 
 
 def _adopt(target: Any, stream: Any) -> None:
@@ -258,15 +300,22 @@ def _adopt(target: Any, stream: Any) -> None:
         setattr(target, name, getattr(stream, name, None))
 
 
-class _TypedErrors:
-    """Mixin of the ``EventStream`` around a stream the service answered: exception frames the service model does
-    not declare keep their type (:func:`_events`). The stream of a re-issued call is one, so that whatever
-    wrapper the application's instrumentation puts around it (OpenTelemetry ends its span there) still sees
-    every event and the end of the stream."""
+class _Wrapped:
+    """Base of the typed-errors streams: one stream the service answered, read through its own fields."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         _adopt(self, inner)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _TypedErrors(_Wrapped):
+    """Mixin of the ``EventStream`` around a stream the service answered: exception frames the service model does
+    not declare keep their type (:func:`_events`). The stream of a re-issued call is one, so that whatever
+    wrapper the application's instrumentation puts around it (OpenTelemetry ends its span there) still sees
+    every event and the end of the stream."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return _events(self._inner)
@@ -274,58 +323,74 @@ class _TypedErrors:
     def get_initial_response(self) -> Any:
         return self._inner.get_initial_response()
 
-    def close(self) -> None:
-        self._inner.close()
+
+class _AioTypedErrors(_Wrapped):
+    """:class:`_TypedErrors` for aiobotocore's ``AioEventStream``: each ``async for`` gets an async generator over
+    the one source, as ``AioEventStream.__aiter__`` gives."""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self.__anext__()
+
+    def __anext__(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        return _aio_events(self._inner)
+
+    async def get_initial_response(self) -> Any:
+        return await self._inner.get_initial_response()
 
 
-class _Recovering:
-    """Mixin of :class:`RecoveringEventStream`: continue on a re-issued call while nothing was delivered yet.
+class _Delivery:
+    """What the recovering streams (botocore's and aiobotocore's) share: continue on a re-issued call while
+    nothing was delivered yet.
 
     What was delivered belongs to the stream, not to one iterator: applications read the first token in one
-    loop and the rest in another, call ``next(iter(stream))``, or read from two threads. Every iterator pulls
-    from one source under one lock, as botocore's iterators share one event generator, so each event reaches
-    the application once and a failure is recovered once. Nothing is re-issued after content was delivered,
-    after a failure reached the application, or after the application closed the stream.
+    loop and the rest in another, call ``next(iter(stream))`` / ``anext(aiter(stream))``, or read from two
+    threads or tasks. Every iterator pulls from one source under one lock, as botocore's iterators share one
+    event generator, so each event reaches the application once and a failure is recovered once. Nothing is
+    re-issued after content was delivered, after a failure reached the application, or after the application
+    closed (or cancelled) the stream.
+
+    :meth:`_next_event` is the one path from the source to the next event for both kinds; a subclass says only
+    how to read its source (``_pull``), wait (``_wait``) and call (``_send``), and what lock readers share.
     """
+
+    _typed = "TypedErrorsEventStream"  #: the stand-in type for the inner stream
 
     def __init__(self, inner: Any, call: _StreamCall) -> None:
         _adopt(self, inner)
-        self._inner: Any = _stream_type("TypedErrorsEventStream")(inner)
+        self._inner: Any = _stream_type(self._typed)(inner)
         self._call = call
-        self._lock = process.rlock()
-        self._source: Iterator[dict[str, Any]] | None = None
+        self._source: Any = None  #: the iterator over ``_inner`` every reader pulls from
         self._delivered = False  #: content (not only preamble) reached the application
         self._seen_preamble: set[str] = set()
         self._skip: frozenset[str] = frozenset()  #: preamble kinds a re-issued stream repeats
         self._gave_up = False  #: a failure reached the application
         self._closed = False
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    async def _next_event(self) -> dict[str, Any] | None:
+        """The next event for whichever reader asks (None at the end), recovering a failure on the way."""
         while True:
-            event = self._next_event()
-            if event is None:
-                return
-            yield event
+            try:
+                event = await self._pull()
+            except Exception as exc:
+                self._source = None  # a generator that raised is done; reading on starts a new one
+                replacement = await self._recover(exc)
+                if replacement is None:
+                    raise
+                self._switch_to(replacement)
+                continue
+            if event is _END:
+                return None
+            if self._accept(event):
+                return event
 
-    def _next_event(self) -> dict[str, Any] | None:
-        """The next event for whichever iterator asks (None at the end), recovering a failure on the way."""
-        with self._lock:
-            while True:
-                if self._source is None:
-                    self._source = iter(self._inner)
-                try:
-                    event = next(self._source)
-                except StopIteration:
-                    return None
-                except Exception as exc:
-                    self._source = None  # a generator that raised is done; reading on starts a new one
-                    replacement = self._recover(exc)
-                    if replacement is None:
-                        raise
-                    self._switch_to(replacement)
-                    continue
-                if self._accept(event):
-                    return event
+    async def _pull(self) -> Any:
+        raise NotImplementedError
+
+    async def _wait(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    async def _send(self, method: Any, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
 
     def _accept(self, event: dict[str, Any]) -> bool:
         kind = next(iter(event), "")
@@ -337,11 +402,11 @@ class _Recovering:
             self._delivered = True
         return True
 
-    def _recover(self, exc: BaseException) -> Any:
+    async def _recover(self, exc: BaseException) -> Any:
         if self._gave_up or self._closed:
             return None
         try:
-            replacement = self._call.recover(exc, self._delivered)
+            replacement = await self._call.recover(exc, self._delivered, self)
         except _ReissueFailed as failed:  # whatever botocore raised for the new call (a urllib3 error too)
             self._gave_up = True
             raise _as_stream_error(failed.error) from exc
@@ -356,7 +421,7 @@ class _Recovering:
         self._inner = replacement
         _adopt(self, replacement)
         self._skip = frozenset(self._seen_preamble)
-        if self._closed:  # closed by another thread while the call was re-issued
+        if self._closed:  # closed by another thread or task while the call was re-issued
             self._close_quietly()
 
     def _close_quietly(self) -> None:
@@ -365,60 +430,176 @@ class _Recovering:
         except Exception:
             pass
 
-    def get_initial_response(self) -> Any:
-        with self._lock:
-            return self._inner.get_initial_response()
-
     def close(self) -> None:
-        """Close the current stream; never re-issue afterwards. No lock: another thread may be blocked reading,
+        """Close the current stream; never re-issue afterwards. No lock: another reader may be blocked reading,
         and closing is how an application cancels it."""
         self._closed = True
         self._inner.close()
 
 
-_MIXINS: dict[str, type] = {"TypedErrorsEventStream": _TypedErrors, "RecoveringEventStream": _Recovering}
+class _Recovering(_Delivery):
+    """Mixin of :class:`RecoveringEventStream` (botocore): readers in any thread share one re-entrant lock."""
+
+    def __init__(self, inner: Any, call: _StreamCall) -> None:
+        super().__init__(inner, call)
+        self._lock = process.rlock()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            with self._lock:
+                event = _run_blocking(self._next_event())
+            if event is None:
+                return
+            yield event
+
+    async def _pull(self) -> Any:
+        if self._source is None:
+            self._source = iter(self._inner)
+        return next(self._source, _END)
+
+    async def _wait(self, seconds: float) -> None:
+        self._call.hooks.runtime.sleep(seconds)
+
+    async def _send(self, method: Any, params: dict[str, Any]) -> Any:
+        return method(**params)
+
+    def get_initial_response(self) -> Any:
+        with self._lock:
+            return self._inner.get_initial_response()
+
+
+class _AioRecovering(_Delivery):
+    """Mixin of :class:`AioRecoveringEventStream` (aiobotocore): the backoff awaits ``Runtime.async_sleep``, the
+    re-issue awaits the async client, and readers in any task share one ``asyncio.Lock``.
+
+    A read that is cancelled (``asyncio.wait_for``, a task group, the backoff before a re-issue) closes the
+    stream: the cancellation has already finished aiobotocore's generator over the body, so the connection is
+    released at once and nothing is re-issued later; the ``CancelledError`` propagates unchanged.
+    """
+
+    _typed = "AioTypedErrorsEventStream"
+
+    def __init__(self, inner: Any, call: _StreamCall) -> None:
+        super().__init__(inner, call)
+        import asyncio
+
+        self._lock = asyncio.Lock()
+        self._cancelled: type[BaseException] = asyncio.CancelledError
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self.__anext__()
+
+    async def __anext__(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override,misc]
+        """An async generator over the one source, as ``AioEventStream.__anext__`` is (``__aiter__`` returns it)."""
+        while True:
+            event = await self._read()
+            if event is None:
+                return
+            yield event
+
+    async def _read(self) -> dict[str, Any] | None:
+        async with self._lock:
+            try:
+                return await self._next_event()
+            except self._cancelled:
+                self._closed = True
+                self._close_quietly()
+                raise
+
+    async def _pull(self) -> Any:
+        if self._source is None:
+            self._source = self._inner.__aiter__()
+        try:
+            return await self._source.__anext__()
+        except StopAsyncIteration:
+            return _END
+
+    async def _wait(self, seconds: float) -> None:
+        await self._call.hooks.runtime.async_sleep(seconds)
+
+    async def _send(self, method: Any, params: dict[str, Any]) -> Any:
+        return await method(**params)
+
+    async def get_initial_response(self) -> Any:
+        async with self._lock:
+            return await self._inner.get_initial_response()
+
+
+#: Each stand-in type: its mixin and the stream class it extends (so ``isinstance`` checks still hold).
+_KINDS: dict[str, tuple[type, str, str]] = {
+    "TypedErrorsEventStream": (_TypedErrors, "botocore.eventstream", "EventStream"),
+    "RecoveringEventStream": (_Recovering, "botocore.eventstream", "EventStream"),
+    "AioTypedErrorsEventStream": (_AioTypedErrors, "aiobotocore.eventstream", "AioEventStream"),
+    "AioRecoveringEventStream": (_AioRecovering, "aiobotocore.eventstream", "AioEventStream"),
+}
 _stream_types: dict[str, type] = {}
 
 
 def _stream_type(name: str) -> type:
-    """The ``EventStream`` subclass ``name`` (so ``isinstance(stream, EventStream)`` holds), made on first use:
-    importing the library does not import botocore's event-stream module."""
+    """The stream subclass ``name``, made on first use: importing the library imports neither botocore's
+    event-stream module nor aiobotocore."""
     cls = _stream_types.get(name)
     if cls is None:
-        from botocore.eventstream import EventStream
-
-        mixin = _MIXINS[name]
-        made = type(name, (mixin, EventStream), {"__module__": __name__, "__doc__": mixin.__doc__})
+        mixin, module, base = _KINDS[name]
+        stream_class = getattr(importlib.import_module(module), base)
+        made = type(name, (mixin, stream_class), {"__module__": __name__, "__doc__": mixin.__doc__})
         cls = _stream_types.setdefault(name, made)
     return cls
 
 
 def __getattr__(name: str) -> type:
-    """``streaming.RecoveringEventStream`` and ``streaming.TypedErrorsEventStream``, made on first access."""
-    if name in _MIXINS:
+    """``streaming.RecoveringEventStream``, ``streaming.AioRecoveringEventStream`` (and the typed-errors ones),
+    made on first access."""
+    if name in _KINDS:
         return _stream_type(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _parts(stream: Any) -> tuple[Any, Any]:
+    """The raw event generator and the frame parser of a botocore (or aiobotocore) stream, or Nones."""
+    generator, parse = getattr(stream, "_event_generator", None), getattr(stream, "_parse_event", None)
+    return (generator, parse) if generator is not None and parse is not None else (None, None)
 
 
 def _events(stream: EventStream) -> Iterator[dict[str, Any]]:
     """``EventStream.__iter__``, but an exception frame the service model does not declare (botocore
     then reports an empty code, e.g. ``modelTimeoutException`` on ConverseStream) keeps its type and
     message, taken from the frame's own ``:exception-type`` header and payload."""
-    from botocore.exceptions import EventStreamError
-
-    generator = getattr(stream, "_event_generator", None)
-    parse = getattr(stream, "_parse_event", None)
-    if generator is None or parse is None:
+    generator, parse = _parts(stream)
+    if generator is None:
         yield from stream
         return
     for raw in generator:
-        try:
+        with _typed_error(raw):
             parsed = parse(raw)
-        except EventStreamError as exc:
-            _restore_code(exc, raw)
-            raise
         if parsed:
             yield parsed
+
+
+async def _aio_events(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    """:func:`_events` for aiobotocore, whose raw generator and parser are async."""
+    generator, parse = _parts(stream)
+    if generator is None:
+        async for event in stream:
+            yield event
+        return
+    async for raw in generator:
+        with _typed_error(raw):
+            parsed = await parse(raw)
+        if parsed:
+            yield parsed
+
+
+@contextlib.contextmanager
+def _typed_error(raw: Any) -> Iterator[None]:
+    """Around parsing one frame: an ``EventStreamError`` without a code gets the frame's own."""
+    from botocore.exceptions import EventStreamError
+
+    try:
+        yield
+    except EventStreamError as exc:
+        _restore_code(exc, raw)
+        raise
 
 
 def _restore_code(exc: EventStreamError, raw: Any) -> None:
