@@ -6,17 +6,20 @@ Bedrock can answer ``200`` and then send an exception frame (``throttlingExcepti
 chunks surfaces as a raw urllib3 ``ProtocolError`` / ``ReadTimeoutError``.
 
 On ``after-call`` of a streaming operation the response's event stream is replaced by a
-:class:`RecoveringEventStream` (an ``EventStream`` subclass, so ``isinstance`` checks still hold).
-While iterating it classifies a failure with the same catalog as everything else and:
+:class:`RecoveringEventStream` (an ``EventStream`` subclass, so ``isinstance`` checks still hold); on an
+aiobotocore client by an :class:`AioRecoveringEventStream` (an ``AioEventStream``, read with ``async for``,
+where a reset is aiohttp's ``ClientPayloadError`` and a stall its ``SocketTimeoutError``). Both take every
+decision in one shared path (:class:`_Delivery`, :meth:`_StreamCall.recover`); only reading, waiting and
+calling differ. While iterating, a stream classifies a failure with the same catalog as everything else and:
 
 * before any content event reached the application, when the entry is retryable, the policy allows
-  it and ``BEDROCK_HOOKS_STREAM_RETRY`` is on: sleeps the backoff, re-issues the call with the same
+  it and ``BEDROCK_HOOKS_STREAM_RETRY`` is on: waits the backoff, re-issues the call with the same
   parameters (sharing the attempt and deadline budget), skips the preamble events the application
   already saw (``messageStart``) and continues, so the application sees one clean stream;
 * otherwise raises the original exception, carrying the hint line and ``BedrockHooks`` info.
 
 What was delivered is a property of the stream, not of one iterator (two loops, ``next(iter(...))``,
-two threads all read one source). The stream of a re-issued call comes back through the client, so
+two threads or tasks all read one source). The stream of a re-issued call comes back through the client, so
 instrumentation that wraps streams (OpenTelemetry's botocore extension) wraps it too, and it is read
 through that wrapper: every span it starts ends.
 
@@ -473,8 +476,9 @@ class _AioRecovering(_Delivery):
     re-issue awaits the async client, and readers in any task share one ``asyncio.Lock``.
 
     A read that is cancelled (``asyncio.wait_for``, a task group, the backoff before a re-issue) closes the
-    stream: the cancellation has already finished aiobotocore's generator over the body, so the connection is
-    released at once and nothing is re-issued later; the ``CancelledError`` propagates unchanged.
+    stream and propagates the ``CancelledError`` unchanged: the response is released at once and nothing is
+    re-issued later. (A cancelled read has finished aiobotocore's generator over the body, so plain aiobotocore
+    ends such a stream early too, but leaves its response open; during the backoff the attempt had failed.)
     """
 
     _typed = "AioTypedErrorsEventStream"

@@ -97,6 +97,27 @@ async def collect(stream, seen: list | None = None) -> list:
     return seen
 
 
+def read_all(server, runtime, **config) -> list:
+    """Every event of one ConverseStream on a new client (``config``: :func:`aio_client`'s keywords)."""
+    async def scenario():
+        async with aio_client(server, runtime, **config) as client:
+            return await collect(await open_stream(client))
+
+    return run(scenario())
+
+
+def error_reading(server, runtime, expected: type[BaseException], *, read=collect, seen: list | None = None,
+                  **config) -> BaseException:
+    """What reading one ConverseStream with ``read`` raised (it must raise ``expected``)."""
+    async def scenario():
+        async with aio_client(server, runtime, **config) as client:
+            with pytest.raises(expected) as raised:
+                await read(await open_stream(client), [] if seen is None else seen)
+            return raised.value
+
+    return run(scenario())
+
+
 def kind(event) -> str:
     return next(iter(event))
 
@@ -132,23 +153,15 @@ def test_exception_frame_before_content_is_reissued_into_one_clean_stream(frame,
 
 
 def test_reset_before_content_is_reissued_at_once_on_a_new_connection(server, clock):
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            return await collect(await open_stream(client))
-
     server.script(Reply.stream([EventFrame.reset()]), Reply.stream(ANSWER))
-    assert text_of(run(scenario())) == "Hello"
+    assert text_of(read_all(server, clock.runtime())) == "Hello"
     assert clock.fake.sleeps == []  # a reset: the first retry is immediate
     assert server.requests[0].connection_id != server.requests[1].connection_id
 
 
 def test_stall_before_content_is_reissued(server, clock):
-    async def scenario():
-        async with aio_client(server, clock.runtime(), read_timeout=0.2) as client:
-            return await collect(await open_stream(client))
-
     server.script(Reply.stream([EventFrame.stall(0.6)] + ANSWER), Reply.stream(ANSWER))
-    assert text_of(run(scenario())) == "Hello"
+    assert text_of(read_all(server, clock.runtime(), read_timeout=0.2)) == "Hello"
     assert len(server.requests) == 2
 
 
@@ -167,30 +180,16 @@ def test_invoke_model_stream_recovers_before_the_first_chunk(server, clock):
 
 
 def test_recovery_is_bounded_by_the_attempt_budget(server, clock):
-    async def scenario():
-        async with aio_client(server, clock.runtime(), max_attempts=3) as client:
-            stream = await open_stream(client)
-            with pytest.raises(EventStreamError) as raised:
-                await collect(stream)
-            return raised.value
-
     server.default = Reply.stream([THROTTLED])
-    error = run(scenario())
+    error = error_reading(server, clock.runtime(), EventStreamError, max_attempts=3)
     assert len(server.requests) == 3
     assert error.response["BedrockHooks"]["stopped_because"] == "max-attempts"
     assert error.response["BedrockHooks"]["attempts"] == 3
 
 
 def test_reissue_failing_before_streaming_raises_what_iterating_a_stream_raises(server, clock):
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            stream = await open_stream(client)
-            with pytest.raises(EventStreamError) as raised:
-                await collect(stream)
-            return raised.value
-
     server.script(Reply.stream([THROTTLED]), Reply.validation("Malformed input request, please reformat your input."))
-    error = run(scenario())
+    error = error_reading(server, clock.runtime(), EventStreamError)
     assert error.response["Error"]["Code"] == "ValidationException"
     assert len(server.requests) == 2
 
@@ -198,15 +197,8 @@ def test_reissue_failing_before_streaming_raises_what_iterating_a_stream_raises(
 @pytest.mark.parametrize("switch", ["BEDROCK_HOOKS_STREAM_RETRY", "BEDROCK_HOOKS_RETRY"])
 def test_stream_retry_off_does_not_reissue_but_still_hints(switch, server, clock, monkeypatch):
     monkeypatch.setenv(switch, "off")
-
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            with pytest.raises(EventStreamError) as raised:
-                await collect(await open_stream(client))
-            return raised.value
-
     server.script(Reply.stream([THROTTLED]))
-    assert run(scenario()).response["BedrockHooks"]["stopped_because"] == "not-recoverable"
+    assert error_reading(server, clock.runtime(), EventStreamError).response["BedrockHooks"]["stopped_because"] == "not-recoverable"
     assert len(server.requests) == 1
 
 
@@ -215,16 +207,9 @@ def test_stream_retry_off_does_not_reissue_but_still_hints(switch, server, clock
 @pytest.mark.parametrize("frame,entry", FRAMES)
 def test_exception_frame_after_content_is_raised_with_a_hint(frame, entry, server, clock):
     seen: list = []
-
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            with pytest.raises(EventStreamError) as raised:
-                await collect(await open_stream(client), seen)
-            return raised.value
-
     server.script(Reply.stream(EventFrame.converse_text(["partial"])[:2] + [EventFrame.exception(frame, "boom")]),
                   Reply.stream(ANSWER))
-    error = run(scenario())
+    error = error_reading(server, clock.runtime(), EventStreamError, seen=seen)
     assert text_of(seen) == "partial"
     assert len(server.requests) == 1
     info = error.response["BedrockHooks"]
@@ -235,28 +220,16 @@ def test_exception_frame_after_content_is_raised_with_a_hint(frame, entry, serve
 def test_reset_after_content_raises_aiohttps_error_with_a_hint(server, clock):
     import aiohttp
 
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            with pytest.raises(aiohttp.ClientPayloadError) as raised:
-                await collect(await open_stream(client))
-            return raised.value
-
     server.script(Reply.stream(ANSWER[:2] + [EventFrame.reset()]), Reply.stream(ANSWER))
-    error = run(scenario())
+    error = error_reading(server, clock.runtime(), aiohttp.ClientPayloadError)
     assert error.bedrock_hooks["entry"] == "IdleConnectionReset"
     assert error.bedrock_hooks["stopped_because"] == "content-delivered"
     assert len(server.requests) == 1
 
 
 def test_stall_after_content_says_which_timeout_fired(server, clock):
-    async def scenario():
-        async with aio_client(server, clock.runtime(), read_timeout=0.2) as client:
-            with pytest.raises(TimeoutError) as raised:  # aiohttp's SocketTimeoutError
-                await collect(await open_stream(client))
-            return raised.value
-
     server.script(Reply.stream(ANSWER[:2] + [EventFrame.stall(0.6)] + ANSWER[2:]))
-    error = run(scenario())
+    error = error_reading(server, clock.runtime(), TimeoutError, read_timeout=0.2)  # aiohttp's SocketTimeoutError
     assert error.bedrock_hooks["entry"] == "ReadTimeout"
     assert "Config(read_timeout=0.2)" in str(error)
 
@@ -274,15 +247,8 @@ async def first_token_then_rest(stream, seen: list) -> None:
 
 def test_failure_in_the_second_loop_is_not_reissued_after_the_first_loop_delivered_text(server, clock):
     seen: list = []
-
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            with pytest.raises(EventStreamError) as raised:
-                await first_token_then_rest(await open_stream(client), seen)
-            return raised.value
-
     server.script(Reply.stream(ANSWER[:2] + [THROTTLED]), Reply.stream(ANSWER))
-    error = run(scenario())
+    error = error_reading(server, clock.runtime(), EventStreamError, read=first_token_then_rest, seen=seen)
     assert text_of(seen) == "Hel"  # never "HelHello"
     assert len(server.requests) == 1
     assert error.response["BedrockHooks"]["stopped_because"] == "content-delivered"
@@ -425,6 +391,25 @@ def test_cancelling_the_backoff_propagates_closes_the_response_and_never_reissue
     assert later == [] and len(server.requests) == 1
 
 
+def test_a_read_cancelled_by_wait_for_closes_the_response(server, clock):
+    async def scenario(runtime):
+        async with aio_client(server, runtime) as client:
+            stream = await open_stream(client)
+            reader = aiter(stream)
+            first = await anext(reader)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(anext(reader), 0.005)  # the next event is 0.3 s away
+            return first, stream._raw_stream.closed
+
+    answer = Reply.stream(ANSWER, delay_between=0.3)
+    server.script(answer)
+    assert run(scenario(None))[1] is False  # plain aiobotocore: the response stays open
+    server.script(answer)
+    first, closed = run(scenario(clock.runtime()))
+    assert kind(first) == "messageStart" and closed
+    assert len(server.requests) == 2  # one each: nothing re-issued
+
+
 def test_cancelling_the_reissued_call_propagates_and_never_reissues_again(server, clock):
     async def scenario():
         async with aio_client(server, clock.runtime()) as client:
@@ -461,12 +446,8 @@ def test_reissued_stream_under_opentelemetry_ends_every_span(otel_spans, server,
     """opentelemetry-instrumentation-botocore 0.66b2 traces aiobotocore calls (``AiobotocoreInstrumentor``)
     but has no Bedrock extension for them: each call's span ends when the call returns, streams are not
     wrapped. The re-issue is a call of its own through the client, so it gets a span, and that span ends."""
-    async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
-            return await collect(await open_stream(client))
-
     server.script(Reply.stream([THROTTLED]), Reply.stream(ANSWER))
-    assert text_of(run(scenario())) == "Hello"
+    assert text_of(read_all(server, clock.runtime())) == "Hello"
     assert len(server.requests) == 2
     assert list(otel_spans.started.values()) == ["Bedrock Runtime.ConverseStream"] * 2
     assert otel_spans.unended() == []
