@@ -174,7 +174,7 @@ def _botocore_session(target: Any) -> Any:
 #: Features whose async side has not landed yet: not attached to aiobotocore clients (their sync
 #: handlers would block the event loop or break ``async for``). Each name leaves this set when its
 #: feature serves async clients.
-ASYNC_PENDING = frozenset({"streams"})
+ASYNC_PENDING: frozenset[str] = frozenset()  # none left: every feature serves async clients
 
 
 def _acquire_create_client(installation: Installation) -> None:

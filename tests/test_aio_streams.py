@@ -23,13 +23,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import EventStreamError
 
+import bedrock_hooks
+from _aio import MESSAGES, MODEL, aio_botocore_time, aio_client, aiobotocore_session  # noqa: F401 (fixture)
 from _requires import require
 from bedrock_hooks.testing import EventFrame, Reply
-from conftest import CREDS, FakeTime
 from test_stream_otel import Spans
 
-MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
-MESSAGES = [{"role": "user", "content": [{"text": "hi"}]}]
 THROTTLED = EventFrame.exception("throttlingException", "Too many requests, please wait before trying again.")
 ANSWER = EventFrame.converse_text(["Hel", "lo"])
 #: Retryable exception frames Bedrock sends mid-stream, and the catalog entry each is.
@@ -42,43 +41,15 @@ FRAMES = [
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def aiobotocore():
-    return require("aiobotocore.session", group="aio")
-
-
-class AsyncFakeTime:
-    """FakeTime's clock, with the coroutine the library awaits on an async client (``Runtime.async_sleep``)."""
-
-    def __init__(self, fake: FakeTime) -> None:
-        self.fake = fake
-
-    async def sleep(self, seconds: float) -> None:
-        self.fake.sleep(seconds)
-
-    def runtime(self):
-        return replace(self.fake.runtime(), async_sleep=self.sleep)
-
-
-def attach(client, runtime) -> None:
-    """The library on one aiobotocore client."""
-    from bedrock_hooks.config import load_settings
-    from bedrock_hooks.streaming import StreamHooks
-
-    StreamHooks(client, load_settings(), runtime).attach()
-
-
 @contextlib.asynccontextmanager
-async def aio_client(server, runtime=None, *, read_timeout: float = 5, max_attempts: int | None = None):
-    from aiobotocore.config import AioConfig
-    from aiobotocore.session import get_session
-
-    retries = {"mode": "standard", **({"total_max_attempts": max_attempts} if max_attempts else {})}
-    config = AioConfig(connect_timeout=2, read_timeout=read_timeout, retries=retries)
-    async with get_session().create_client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url,
-                                           config=config, **CREDS) as client:
+async def hooked(server, runtime=None, *, max_attempts: int | None = None, **config):
+    """An aiobotocore client pointed at ``server``, with the library installed on it unless ``runtime`` is None
+    (then plain aiobotocore, the baseline)."""
+    if max_attempts is not None:
+        config["retries"] = {"total_max_attempts": max_attempts}
+    async with aio_client(aiobotocore_session(), server, **config) as client:
         if runtime is not None:
-            attach(client, runtime)
+            bedrock_hooks.install(client, runtime=runtime)
         yield client
 
 
@@ -100,7 +71,7 @@ async def collect(stream, seen: list | None = None) -> list:
 def read_all(server, runtime, **config) -> list:
     """Every event of one ConverseStream on a new client (``config``: :func:`aio_client`'s keywords)."""
     async def scenario():
-        async with aio_client(server, runtime, **config) as client:
+        async with hooked(server, runtime, **config) as client:
             return await collect(await open_stream(client))
 
     return run(scenario())
@@ -110,7 +81,7 @@ def error_reading(server, runtime, expected: type[BaseException], *, read=collec
                   **config) -> BaseException:
     """What reading one ConverseStream with ``read`` raised (it must raise ``expected``)."""
     async def scenario():
-        async with aio_client(server, runtime, **config) as client:
+        async with hooked(server, runtime, **config) as client:
             with pytest.raises(expected) as raised:
                 await read(await open_stream(client), [] if seen is None else seen)
             return raised.value
@@ -126,19 +97,14 @@ def text_of(events) -> str:
     return "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
 
 
-@pytest.fixture
-def clock(fake_time):
-    return AsyncFakeTime(fake_time)
-
-
 # -- before content: one clean stream ------------------------------------------------------------------
 
 @pytest.mark.parametrize("frame,entry", FRAMES)
-def test_exception_frame_before_content_is_reissued_into_one_clean_stream(frame, entry, server, clock):
+def test_exception_frame_before_content_is_reissued_into_one_clean_stream(frame, entry, server, fake_time):
     from aiobotocore.eventstream import AioEventStream
 
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             response = await client.converse_stream(modelId=MODEL, messages=MESSAGES)
             assert isinstance(response["stream"], AioEventStream)
             return response, await collect(response["stream"])
@@ -149,25 +115,25 @@ def test_exception_frame_before_content_is_reissued_into_one_clean_stream(frame,
     assert [kind(e) for e in events].count("messageStart") == 1
     assert len(server.requests) == 2
     assert response["ResponseMetadata"]["RetryAttempts"] == 1
-    assert len(clock.fake.sleeps) == 1 and clock.fake.sleeps[0] > 0  # the backoff was awaited, not slept
+    assert len(fake_time.sleeps) == 1 and fake_time.sleeps[0] > 0  # the backoff was awaited, not slept
 
 
-def test_reset_before_content_is_reissued_at_once_on_a_new_connection(server, clock):
+def test_reset_before_content_is_reissued_at_once_on_a_new_connection(server, fake_time):
     server.script(Reply.stream([EventFrame.reset()]), Reply.stream(ANSWER))
-    assert text_of(read_all(server, clock.runtime())) == "Hello"
-    assert clock.fake.sleeps == []  # a reset: the first retry is immediate
+    assert text_of(read_all(server, fake_time.runtime())) == "Hello"
+    assert fake_time.sleeps == []  # a reset: the first retry is immediate
     assert server.requests[0].connection_id != server.requests[1].connection_id
 
 
-def test_stall_before_content_is_reissued(server, clock):
+def test_stall_before_content_is_reissued(server, fake_time):
     server.script(Reply.stream([EventFrame.stall(0.6)] + ANSWER), Reply.stream(ANSWER))
-    assert text_of(read_all(server, clock.runtime(), read_timeout=0.2)) == "Hello"
+    assert text_of(read_all(server, fake_time.runtime(), read_timeout=0.2)) == "Hello"
     assert len(server.requests) == 2
 
 
-def test_invoke_model_stream_recovers_before_the_first_chunk(server, clock):
+def test_invoke_model_stream_recovers_before_the_first_chunk(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             response = await client.invoke_model_with_response_stream(modelId=MODEL, body=json.dumps({}))
             return [json.loads(e["chunk"]["bytes"])["type"] async for e in response["body"]]
 
@@ -179,37 +145,38 @@ def test_invoke_model_stream_recovers_before_the_first_chunk(server, clock):
     assert len(server.requests) == 2
 
 
-def test_recovery_is_bounded_by_the_attempt_budget(server, clock):
+def test_recovery_is_bounded_by_the_attempt_budget(server, fake_time):
     server.default = Reply.stream([THROTTLED])
-    error = error_reading(server, clock.runtime(), EventStreamError, max_attempts=3)
+    error = error_reading(server, fake_time.runtime(), EventStreamError, max_attempts=3)
     assert len(server.requests) == 3
     assert error.response["BedrockHooks"]["stopped_because"] == "max-attempts"
     assert error.response["BedrockHooks"]["attempts"] == 3
 
 
-def test_reissue_failing_before_streaming_raises_what_iterating_a_stream_raises(server, clock):
+def test_reissue_failing_before_streaming_raises_what_iterating_a_stream_raises(server, fake_time):
     server.script(Reply.stream([THROTTLED]), Reply.validation("Malformed input request, please reformat your input."))
-    error = error_reading(server, clock.runtime(), EventStreamError)
+    error = error_reading(server, fake_time.runtime(), EventStreamError)
     assert error.response["Error"]["Code"] == "ValidationException"
+    assert error.response["BedrockHooks"]["entry"] == "ValidationError"
     assert len(server.requests) == 2
 
 
 @pytest.mark.parametrize("switch", ["BEDROCK_HOOKS_STREAM_RETRY", "BEDROCK_HOOKS_RETRY"])
-def test_stream_retry_off_does_not_reissue_but_still_hints(switch, server, clock, monkeypatch):
+def test_stream_retry_off_does_not_reissue_but_still_hints(switch, server, fake_time, monkeypatch):
     monkeypatch.setenv(switch, "off")
     server.script(Reply.stream([THROTTLED]))
-    assert error_reading(server, clock.runtime(), EventStreamError).response["BedrockHooks"]["stopped_because"] == "not-recoverable"
+    assert error_reading(server, fake_time.runtime(), EventStreamError).response["BedrockHooks"]["stopped_because"] == "not-recoverable"
     assert len(server.requests) == 1
 
 
 # -- after content: raised with a hint, never re-issued ------------------------------------------------
 
 @pytest.mark.parametrize("frame,entry", FRAMES)
-def test_exception_frame_after_content_is_raised_with_a_hint(frame, entry, server, clock):
+def test_exception_frame_after_content_is_raised_with_a_hint(frame, entry, server, fake_time):
     seen: list = []
     server.script(Reply.stream(EventFrame.converse_text(["partial"])[:2] + [EventFrame.exception(frame, "boom")]),
                   Reply.stream(ANSWER))
-    error = error_reading(server, clock.runtime(), EventStreamError, seen=seen)
+    error = error_reading(server, fake_time.runtime(), EventStreamError, seen=seen)
     assert text_of(seen) == "partial"
     assert len(server.requests) == 1
     info = error.response["BedrockHooks"]
@@ -217,19 +184,19 @@ def test_exception_frame_after_content_is_raised_with_a_hint(frame, entry, serve
     assert str(error).splitlines()[-1].startswith(f"[bedrock-hooks] {entry}")
 
 
-def test_reset_after_content_raises_aiohttps_error_with_a_hint(server, clock):
+def test_reset_after_content_raises_aiohttps_error_with_a_hint(server, fake_time):
     import aiohttp
 
     server.script(Reply.stream(ANSWER[:2] + [EventFrame.reset()]), Reply.stream(ANSWER))
-    error = error_reading(server, clock.runtime(), aiohttp.ClientPayloadError)
+    error = error_reading(server, fake_time.runtime(), aiohttp.ClientPayloadError)
     assert error.bedrock_hooks["entry"] == "IdleConnectionReset"
     assert error.bedrock_hooks["stopped_because"] == "content-delivered"
     assert len(server.requests) == 1
 
 
-def test_stall_after_content_says_which_timeout_fired(server, clock):
+def test_stall_after_content_says_which_timeout_fired(server, fake_time):
     server.script(Reply.stream(ANSWER[:2] + [EventFrame.stall(0.6)] + ANSWER[2:]))
-    error = error_reading(server, clock.runtime(), TimeoutError, read_timeout=0.2)  # aiohttp's SocketTimeoutError
+    error = error_reading(server, fake_time.runtime(), TimeoutError, read_timeout=0.2)  # aiohttp's SocketTimeoutError
     assert error.bedrock_hooks["entry"] == "ReadTimeout"
     assert "Config(read_timeout=0.2)" in str(error)
 
@@ -245,18 +212,18 @@ async def first_token_then_rest(stream, seen: list) -> None:
         seen.append(event)
 
 
-def test_failure_in_the_second_loop_is_not_reissued_after_the_first_loop_delivered_text(server, clock):
+def test_failure_in_the_second_loop_is_not_reissued_after_the_first_loop_delivered_text(server, fake_time):
     seen: list = []
     server.script(Reply.stream(ANSWER[:2] + [THROTTLED]), Reply.stream(ANSWER))
-    error = error_reading(server, clock.runtime(), EventStreamError, read=first_token_then_rest, seen=seen)
+    error = error_reading(server, fake_time.runtime(), EventStreamError, read=first_token_then_rest, seen=seen)
     assert text_of(seen) == "Hel"  # never "HelHello"
     assert len(server.requests) == 1
     assert error.response["BedrockHooks"]["stopped_because"] == "content-delivered"
 
 
-def test_anext_then_a_loop_share_what_was_delivered(server, clock):
+def test_anext_then_a_loop_share_what_was_delivered(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             stream = await open_stream(client)
             seen = [await anext(aiter(stream)), await anext(aiter(stream))]
             with pytest.raises(EventStreamError):
@@ -269,9 +236,9 @@ def test_anext_then_a_loop_share_what_was_delivered(server, clock):
     assert len(server.requests) == 1
 
 
-def test_preamble_seen_by_anext_is_not_repeated_by_a_recovery_in_the_loop(server, clock):
+def test_preamble_seen_by_anext_is_not_repeated_by_a_recovery_in_the_loop(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             stream = await open_stream(client)
             return await collect(stream, [await anext(aiter(stream))])
 
@@ -282,9 +249,9 @@ def test_preamble_seen_by_anext_is_not_repeated_by_a_recovery_in_the_loop(server
     assert len(server.requests) == 2
 
 
-def test_a_stream_that_already_raised_is_never_reissued_by_a_later_loop(server, clock):
+def test_a_stream_that_already_raised_is_never_reissued_by_a_later_loop(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             stream = await open_stream(client)
             with pytest.raises(EventStreamError):
                 await collect(stream)
@@ -301,9 +268,9 @@ def test_a_stream_that_already_raised_is_never_reissued_by_a_later_loop(server, 
     assert len(server.requests) == 1
 
 
-def test_iterating_after_close_never_reissues(server, clock):
+def test_iterating_after_close_never_reissues(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             stream = await open_stream(client)
             stream.close()
             try:
@@ -327,26 +294,26 @@ async def two_tasks(stream) -> tuple[list, list]:
     return got, [r for r in results if isinstance(r, BaseException)]
 
 
-def test_two_tasks_reading_one_stream_share_its_events_once(server, clock):
+def test_two_tasks_reading_one_stream_share_its_events_once(server, fake_time):
     texts = [f"t{i} " for i in range(8)]
 
     async def scenario(runtime):
-        async with aio_client(server, runtime) as client:
+        async with hooked(server, runtime) as client:
             return await two_tasks(await open_stream(client))
 
     server.script(Reply.stream(EventFrame.converse_text(texts), delay_between=0.005))
     _, errors = run(scenario(None))
     assert errors, "plain aiobotocore: 'anext(): asynchronous generator is already running' in one task"
     server.script(Reply.stream(EventFrame.converse_text(texts), delay_between=0.005))
-    got, errors = run(scenario(clock.runtime()))
+    got, errors = run(scenario(fake_time.runtime()))
     assert errors == []
     assert len(got) == len(EventFrame.converse_text(texts))
     assert sorted(e["contentBlockDelta"]["delta"]["text"] for e in got if "contentBlockDelta" in e) == sorted(texts)
 
 
-def test_two_tasks_and_a_failure_before_content_reissue_once(server, clock):
+def test_two_tasks_and_a_failure_before_content_reissue_once(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             return await two_tasks(await open_stream(client))
 
     server.script(Reply.stream([THROTTLED], delay_between=0.005), Reply.stream(ANSWER, delay_between=0.005))
@@ -370,7 +337,7 @@ def test_cancelling_the_backoff_propagates_closes_the_response_and_never_reissue
             await never.wait()  # a backoff that only a cancellation ends
 
         runtime = replace(fake_time.runtime(), async_sleep=backoff)
-        async with aio_client(server, runtime) as client:
+        async with hooked(server, runtime) as client:
             stream = await open_stream(client)
             failed_response = stream._raw_stream
             reader = asyncio.create_task(collect(stream))
@@ -391,9 +358,9 @@ def test_cancelling_the_backoff_propagates_closes_the_response_and_never_reissue
     assert later == [] and len(server.requests) == 1
 
 
-def test_a_read_cancelled_by_wait_for_closes_the_response(server, clock):
+def test_a_read_cancelled_by_wait_for_closes_the_response(server, fake_time):
     async def scenario(runtime):
-        async with aio_client(server, runtime) as client:
+        async with hooked(server, runtime) as client:
             stream = await open_stream(client)
             reader = aiter(stream)
             first = await anext(reader)
@@ -405,14 +372,14 @@ def test_a_read_cancelled_by_wait_for_closes_the_response(server, clock):
     server.script(answer)
     assert run(scenario(None))[1] is False  # plain aiobotocore: the response stays open
     server.script(answer)
-    first, closed = run(scenario(clock.runtime()))
+    first, closed = run(scenario(fake_time.runtime()))
     assert kind(first) == "messageStart" and closed
     assert len(server.requests) == 2  # one each: nothing re-issued
 
 
-def test_cancelling_the_reissued_call_propagates_and_never_reissues_again(server, clock):
+def test_cancelling_the_reissued_call_propagates_and_never_reissues_again(server, fake_time):
     async def scenario():
-        async with aio_client(server, clock.runtime()) as client:
+        async with hooked(server, fake_time.runtime()) as client:
             stream = await open_stream(client)
             reader = asyncio.create_task(collect(stream))
             while len(server.requests) < 2 and not reader.done():  # until the re-issue reached the server,
@@ -442,12 +409,12 @@ def otel_spans():
         instrumentor.uninstrument()
 
 
-def test_reissued_stream_under_opentelemetry_ends_every_span(otel_spans, server, clock):
+def test_reissued_stream_under_opentelemetry_ends_every_span(otel_spans, server, fake_time):
     """opentelemetry-instrumentation-botocore 0.66b2 traces aiobotocore calls (``AiobotocoreInstrumentor``)
     but has no Bedrock extension for them: each call's span ends when the call returns, streams are not
     wrapped. The re-issue is a call of its own through the client, so it gets a span, and that span ends."""
     server.script(Reply.stream([THROTTLED]), Reply.stream(ANSWER))
-    assert text_of(read_all(server, clock.runtime())) == "Hello"
+    assert text_of(read_all(server, fake_time.runtime())) == "Hello"
     assert len(server.requests) == 2
     assert list(otel_spans.started.values()) == ["Bedrock Runtime.ConverseStream"] * 2
     assert otel_spans.unended() == []
@@ -456,7 +423,9 @@ def test_reissued_stream_under_opentelemetry_ends_every_span(otel_spans, server,
 # -- imports ---------------------------------------------------------------------------------------
 
 SYNC_APP = """
-import sys, boto3, bedrock_hooks
+import sys
+sys.modules["aiobotocore"] = sys.modules["aiohttp"] = None  # as if not installed: importing either fails
+import boto3, bedrock_hooks
 from bedrock_hooks import streaming
 from bedrock_hooks.testing import BedrockServer, EventFrame, Reply
 with BedrockServer() as server:
@@ -467,13 +436,28 @@ with BedrockServer() as server:
     stream = client.converse_stream(modelId="m", messages=[{"role": "user", "content": [{"text": "hi"}]}])["stream"]
     assert type(stream).__name__ == "RecoveringEventStream", type(stream)
     list(stream)
-print(sorted(m for m in sys.modules if m.partition(".")[0] in ("aiobotocore", "aiohttp", "asyncio")))
+print(sorted(m for m in sys.modules if m.partition(".")[0] in ("aiobotocore", "aiohttp") and sys.modules[m]))
 """
 
 
-def test_sync_streams_import_nothing_async():
+def test_sync_streams_work_and_import_nothing_async_without_aiobotocore():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BEDROCK_HOOKS_", "PYTHON"))}
     env.update(PYTHONPATH=str(REPO), AWS_EC2_METADATA_DISABLED="true")
     done = subprocess.run([sys.executable, "-c", SYNC_APP], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_aioboto3_streams_are_recovered_the_same_way(server, fake_time):
+    aioboto3 = require("aioboto3", group="aioboto3")
+    from conftest import CREDS
+
+    async def scenario():
+        session = aioboto3.Session(region_name="us-east-1", **CREDS)
+        bedrock_hooks.install(session, runtime=fake_time.runtime())
+        async with session.client("bedrock-runtime", endpoint_url=server.url) as client:
+            return await collect(await open_stream(client))
+
+    server.script(Reply.stream([THROTTLED]), Reply.stream(ANSWER))
+    assert text_of(run(scenario())) == "Hello"
+    assert len(server.requests) == 2
