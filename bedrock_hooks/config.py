@@ -247,6 +247,56 @@ def _read_small_regular_file(path: str) -> bytes:
     return b"".join(chunks)
 
 
+#: Units a quota may be given in: seconds per unit (the period a full bucket holds).
+_QUOTA_PERIODS = {"min": 60.0, "m": 60.0, "minute": 60.0, "s": 1.0, "sec": 1.0, "second": 1.0}
+MAX_QUOTA = 1e12  #: tokens per period: beyond any real quota
+
+
+def parse_quotas(raw: Any) -> tuple[tuple[str, float, float], ...]:
+    """Token quotas per model: ``PATTERN=N/min;PATTERN2=N/s`` (or a mapping), as (pattern, tokens/s, period s).
+
+    Patterns are shell-style (``anthropic.claude-sonnet-4*``), matched case-insensitively on the model ID
+    and on the foundation model of an inference profile. Entries that cannot be used are dropped with
+    one warning naming them and the quotas kept; none usable is an error (no quotas are used).
+    """
+    if isinstance(raw, Mapping):
+        items = [(str(k), v) for k, v in raw.items()]
+    else:
+        text = str(raw).strip()
+        if not text:
+            return ()
+        items = [tuple(part.partition("=")[::2]) for part in text.replace(",", ";").split(";") if part.strip()]
+    kept: list[tuple[str, float, float]] = []
+    bad: list[str] = []
+    for pattern, value in items:
+        parsed = _quota(str(pattern).strip(), value)
+        if parsed is None:
+            bad.append(f"{str(pattern).strip()}={value}")
+        else:
+            kept.append(parsed)
+    if not kept:
+        raise ConfigError("expected PATTERN=N/min;PATTERN2=N/s (tokens per minute or per second)")
+    if bad:
+        _warn_once("BEDROCK_HOOKS_QUOTAS", _raw_text(";".join(bad)), _show_quotas(kept), "unusable quota entries ignored")
+    return tuple(kept)
+
+
+def _quota(pattern: str, value: Any) -> tuple[str, float, float] | None:
+    number, _, unit = str(value).strip().partition("/")
+    period = _QUOTA_PERIODS.get(unit.strip().lower() or "min")
+    try:
+        amount = float(number.strip().replace("_", ""))
+    except ValueError:
+        return None
+    if not pattern or not _is_text(pattern) or period is None or not math.isfinite(amount) or amount <= 0:
+        return None
+    return pattern, min(amount, MAX_QUOTA) / period, period
+
+
+def _show_quotas(quotas: list[tuple[str, float, float]]) -> str:
+    return ";".join(f"{p}={rate * period:.15g}/{'min' if period == 60 else 's'}" for p, rate, period in quotas)
+
+
 def parse_regions(raw: Any) -> tuple[tuple[str, str | None], ...]:
     """Failover regions, in order: ``us-west-2,eu-west-1``; ``REGION=ENDPOINT_URL`` pins an endpoint."""
     items = raw.replace(";", ",").split(",") if isinstance(raw, str) else list(raw)
@@ -407,8 +457,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("stream_retry", "BEDROCK_HOOKS_STREAM_RETRY", parse_bool, True,
            "Transparently re-issue a stream that fails before any content was delivered (needs BEDROCK_HOOKS_RETRY on)."),
     Option("rate_limit", "BEDROCK_HOOKS_RATE_LIMIT", parse_bool, True,
-           "Process-wide adaptive pacing per account, Region, model and endpoint, engaged only when several threads "
-           "are throttled and 429s are a large share of recent answers."),
+           "Process-wide adaptive pacing per account, Region, model and endpoint, in tokens for model calls, engaged "
+           "only when 429s are a large share of recent answers."),
     Option("state_url", "BEDROCK_HOOKS_STATE_URL", parse_state_url, "memory://",
            "Where pacing, circuit and inference-profile state lives: memory:// (this process) or "
            "redis://host:port/db, rediss:// (shared by every process using it; extra bedrock-hooks[redis]).",
@@ -419,6 +469,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("state_timeout", "BEDROCK_HOOKS_STATE_TIMEOUT", _number(float, 0.001, MAX_STATE_TIMEOUT), 0.005,
            "Seconds a Redis command may take (connect included) before the call goes on with in-process "
            "state for 5 s (at most 1)."),
+    Option("quotas", "BEDROCK_HOOKS_QUOTAS", parse_quotas, (),
+           "Token quotas to pace to instead of learning them: PATTERN=N/min;PATTERN2=N/s, e.g. "
+           "anthropic.claude-sonnet-4*=2000000/min (shell patterns on the model ID). Empty: learned from throttling."),
 )
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
@@ -464,6 +517,7 @@ class Settings:
     state_url: str = "memory://"
     state_salt: str = field(default="", repr=False)
     state_timeout: float = 0.005
+    quotas: tuple[tuple[str, float, float], ...] = ()
     #: Where each value came from: ``default``, ``override`` or the environment variable name.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     #: ``(variable, rejected value as shown, value used)`` for every value that could not be used as given.

@@ -11,24 +11,40 @@ and clock) for the whole process, so one account's or one model's throttling nev
 
 * **observe** every attempt on ``response-received`` (emitted per attempt, before the retry decision
   and its backoff sleep): a throttling error (catalog entries with throttle backoff) cuts the allowed
-  rate to ``BETA`` x the rate actually sent, at most once per round trip (a 429 for a request sent
+  rate to ``BETA`` x the rate actually booked, at most once per round trip (a 429 for a request sent
   before the last cut says nothing new); successes let the rate grow back along botocore's CUBIC
-  curve, capped at twice the measured send rate;
-* **pace** every attempt on ``before-send`` once engaged: a virtual-time schedule (GCRA) hands out
-  send slots ``1/rate`` apart, FIFO, and the caller sleeps (``Runtime.sleep``) until its slot, never
-  longer than ``backoff_cap``.
+  curve, capped at twice the measured rate;
+* **pace** every attempt on ``before-send`` once engaged: a virtual-time schedule (GCRA) books each
+  send's cost ``cost/rate`` seconds apart, FIFO, and the caller sleeps (``Runtime.sleep``) until its
+  slot, never longer than ``backoff_cap``;
+* **settle** every successful answer: its real usage replaces what was booked for it.
 
-It engages only when throttling is seen from two threads within :data:`ENGAGE_WINDOW` seconds (a lone
-sequential caller is already spaced by its own backoff) *and* throttling is at least
-:data:`ENGAGE_SHARE` of the last second's responses: a quota storm answers most requests with 429,
-while scattered 429s among successes (a noisy fault mix) are left to backoff instead of cutting the
-whole scope's rate again and again (the same test gates every further cut while engaged). It
-disengages after :data:`RESET_AFTER` seconds without throttling.
+The algorithm is :mod:`bedrock_hooks.pacing` (pure functions of a flat state; :class:`Bucket` applies
+them under a lock, the one seam a shared store replaces).
 
-A bucket is created by its scope's first throttle and forgotten after :data:`RESET_AFTER` quiet
-seconds, so while nothing was throttled recently the registry is empty and a call costs two
-unlocked reads (no scope computed, no lock, no meter). State is O(1) per bucket and at most
-:data:`MAX_BUCKETS` buckets live; ``BEDROCK_HOOKS_RATE_LIMIT=off`` attaches nothing.
+Units (issue 14): Bedrock throttles model calls by tokens per minute, so a model scope counts tokens:
+a send books its *expected charge* (input estimated from the body, plus the output this scope's
+answers have had on average, at most the request's output limit, else the model's maximum, at the
+burndown rate; see :mod:`bedrock_hooks.tokens`) and the answer's usage corrects it. Not Bedrock's
+reservation (input + max_tokens): a FIFO schedule books a waiting request before it is sent, and a
+reservation refunded only after the answer would hold every waiting request's slot for its whole
+``max_tokens``, pacing a quota that settles at 100 tokens a request as if each took 4,000. The
+reservation's other effect (few requests in flight when each reserves a lot) shows up as throttling,
+which cuts the rate, and as the hint note for requests that set no ``maxTokens``. Other scopes
+(ApplyGuardrail...) count requests. A token scope's level holds a minute of its rate (Bedrock's
+bucket holds a minute of the quota); ``BEDROCK_HOOKS_QUOTAS`` fixes the rate per model pattern.
+
+It engages only when throttling is at least :data:`ENGAGE_SHARE` of the last second's answers, out
+of at least :data:`MIN_SAMPLE`, after :data:`MIN_OBSERVED` seconds of watching: a quota storm answers
+most requests with 429, while scattered 429s among successes (a noisy fault mix) are left to backoff
+instead of cutting the whole scope's rate again and again (the same test gates every further cut
+while engaged). It disengages after :data:`RESET_AFTER` seconds without throttling.
+
+A bucket is created by its scope's first throttle (or first request, for a scope with a user quota)
+and forgotten after :data:`RESET_AFTER` quiet seconds, so while nothing was throttled recently the
+registry is empty and a call costs two unlocked reads (no scope computed, no lock, no meter, no body
+parsed). State is O(1) per bucket and at most :data:`MAX_BUCKETS` buckets live;
+``BEDROCK_HOOKS_RATE_LIMIT=off`` attaches nothing.
 """
 
 from __future__ import annotations
@@ -36,179 +52,157 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, NamedTuple
 
-from . import aio, process
+from . import aio, pacing, process
+from .bodyformats import base_model
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify, facts_from_parts
 from .config import Settings
 from .failsafe import report_failure
 from .features import ClientFeature
+from .model_limits import ModelLimits, limits_of
 from .quota_scope import QuotaScope, request_scope
-from .state import classify_attempt
+from .state import call_state, classify_attempt
+from .tokens import (SETTLEMENT_KEY, Estimate, Usage, charged, estimate_body, expected_cost, usage_of_response,
+                     usage_of_stream_event)
 
 logger = logging.getLogger("bedrock_hooks.ratelimit")
 
-BETA = 0.7  #: multiplicative decrease on throttling (botocore adaptive: 0.7)
-SCALE = 0.4  #: CUBIC scale constant, requests/s per s^3 (botocore adaptive: 0.4)
-MIN_RATE = 0.5  #: requests/s floor of the allowed rate (botocore adaptive: 0.5)
-MAX_RATE_FACTOR = 2.0  #: the allowed rate never exceeds this multiple of the measured send rate
-ENGAGE_WINDOW = 1.0  #: throttles from two threads within this many seconds engage pacing...
-ENGAGE_SHARE = 0.2  #: ...when at least this share of the last second's responses were throttled
-MIN_SAMPLE = 20  #: responses in the last second needed before a share means anything
-RESET_AFTER = 20.0  #: seconds without throttling after which pacing disengages
+BETA = pacing.DEFAULT.beta  #: multiplicative decrease on throttling (botocore adaptive: 0.7)
+SCALE = pacing.DEFAULT.scale  #: CUBIC scale constant, requests/s per s^3 (botocore adaptive: 0.4)
+MIN_RATE = pacing.DEFAULT.min_rate  #: floor of the allowed rate, requests/s (botocore adaptive: 0.5)
+MAX_RATE_FACTOR = pacing.DEFAULT.max_rate_factor  #: the allowed rate never exceeds this multiple of the measured rate
+ENGAGE_SHARE = pacing.DEFAULT.engage_share  #: pacing engages when at least this share of the last second's answers...
+MIN_SAMPLE = pacing.DEFAULT.min_sample  #: ...out of at least this many, were throttled
+MIN_OBSERVED = pacing.DEFAULT.min_observed  #: seconds a bucket watches before it judges pressure
+RESET_AFTER = pacing.DEFAULT.reset_after  #: seconds without throttling after which pacing disengages
 MAX_BUCKETS = 256  #: bound on live buckets (scopes throttled within the last RESET_AFTER seconds)
-_SLOTS = 10  #: send-rate meter: 10 slots of 0.1 s (a sliding one-second window)
-MIN_OBSERVED = 0.9  #: seconds a bucket watches (9 of the meter's 10 slots) before it judges pressure
-
-
-class _Meter:
-    """Events per second over a sliding one-second window: 10 slots of 0.1 s, constant memory."""
-
-    def __init__(self) -> None:
-        self._ids = [-1] * _SLOTS
-        self._counts = [0] * _SLOTS
-
-    def add(self, now: float, n: int = 1) -> None:
-        slot = int(now * _SLOTS)
-        i = slot % _SLOTS
-        if self._ids[i] != slot:
-            self._ids[i] = slot
-            self._counts[i] = 0
-        self._counts[i] += n
-
-    def total(self, now: float) -> int:
-        current = int(now * _SLOTS)
-        return sum(c for s, c in zip(self._ids, self._counts) if current - _SLOTS < s <= current)
+#: Streaming operations: their usage arrives in the stream's last event, so they settle there.
+STREAMING = frozenset({"ConverseStream", "InvokeModelWithResponseStream"})
+#: Model operations whose cost is counted in tokens (every other scope counts requests).
+TOKEN_OPERATIONS = frozenset({"Converse", "InvokeModel"}) | STREAMING
+#: Learned pacing of a token scope: Bedrock's bucket holds a minute of its quota, so may ours.
+TOKEN_CONFIG = pacing.PacingConfig(burst=60.0)
 
 
 class Bucket:
-    """Pacing for one quota scope: thread-safe, constant memory, clock injected.
+    """Pacing for one quota scope: the :mod:`~bedrock_hooks.pacing` state, changed under a lock.
 
-    Methods take ``now`` from the caller's clock and never sleep: :meth:`before_send` returns how
-    long the caller must wait for its send slot.
+    This is the seam a shared store replaces: every change of a scope's state goes through
+    :meth:`_apply` (one pure pacing function, the state in, the new state out). Methods take ``now``
+    from the caller's clock and never sleep: :meth:`before_send` returns how long to wait.
     """
 
-    def __init__(self, clock: Callable[[], float], *, beta: float = BETA, scale: float = SCALE,
-                 min_rate: float = MIN_RATE, engage_window: float = ENGAGE_WINDOW,
-                 engage_share: float = ENGAGE_SHARE, reset_after: float = RESET_AFTER) -> None:
+    def __init__(self, clock: Callable[[], float], config: pacing.PacingConfig = pacing.DEFAULT) -> None:
         self.clock = clock
-        self.beta, self.scale, self.min_rate = beta, scale, min_rate
-        self.engage_window, self.engage_share, self.reset_after = engage_window, engage_share, reset_after
+        self.config = config
         self._lock = process.lock()
-        self._local = threading.local()  # send time of this thread's current attempt
-        self._born = clock()
-        self._sent = _Meter()
-        self._responses = _Meter()
-        self._throttled = _Meter()
-        self.engaged = False
-        self.rate = 0.0  #: allowed requests/s while engaged
-        self.throttles = 0  #: throttling responses observed
-        self.reductions = 0  #: times the rate was cut
-        self._tat = 0.0  #: GCRA theoretical arrival time: the next free send slot
-        self._w_max = 0.0
-        self._k = 0.0
-        self._last_cut = float("-inf")
-        self._last_throttle = float("-inf")
-        self._last_throttle_thread: int | None = None
+        self._local = threading.local()  # reservation time of this thread's last attempt (tests' convenience)
+        self._state: pacing.State = pacing.new_state(clock(), config)
+        #: Output tokens of this scope's answers, moving average (0.0: none seen). A local estimator, not
+        #: pacing state: it only shapes what this process books for its next requests.
+        self.output_avg = 0.0
 
-    # -- meters (under the lock) -------------------------------------------------------------------
-    def _count(self, now: float) -> None:
-        self._sent.add(now)
-
-    def measured_rate(self, now: float | None = None) -> float:
-        """Requests/s through this bucket over the last second (or since creation).
-
-        Sends are metered only while pacing is engaged (the idle path takes no lock on send); before
-        that, answers received stand in for requests sent.
-        """
-        now = self.clock() if now is None else now
-        window = min(1.0, max(0.1, now - self._born))
-        return max(self._sent.total(now), self._responses.total(now)) / window
-
-    def _pressure(self, now: float) -> bool:
-        """Quota pressure, not noise: about a second observed, enough responses in it, a large share 429s.
-
-        The bucket is born on a 429, so its first fraction of a second is a small sample that starts
-        with a throttle: judged on it, scattered 429s (a noisy fault mix) looked like a storm.
-        """
-        return (now - self._born >= MIN_OBSERVED and self._responses.total(now) >= MIN_SAMPLE
-                and self.throttled_share(now) >= self.engage_share)
-
-    def throttled_share(self, now: float) -> float:
-        """Share of the last second's responses that were throttling."""
-        responses = self._responses.total(now)
-        return self._throttled.total(now) / responses if responses else 0.0
+    def _apply(self, operation: Callable[..., tuple[pacing.State, Any]], *args: Any) -> Any:
+        """``operation(state, *args, config)`` under the lock: the one place the state changes."""
+        with self._lock:
+            self._state, result = operation(self._state, *args, self.config)
+        return result
 
     # -- events ----------------------------------------------------------------------------------
-    def before_send(self, now: float, max_wait: float = float("inf")) -> float:
-        """Reserve a send slot; the seconds to wait for it (0.0 unless engaged)."""
-        with self._lock:
-            wait = 0.0
-            if self.engaged:
-                if now - self._last_throttle > self.reset_after:
-                    self._disengage()
-                else:
-                    slot = max(self._tat, now)
-                    wait = min(slot - now, max_wait)
-                    self._tat = slot + 1.0 / self.rate
-            self._count(now + wait)
-        self._local.reserved = now  # a 429 for a slot reserved before the last cut says nothing new
+    def before_send(self, now: float, max_wait: float = float("inf"), cost: float = 1.0) -> float:
+        """Reserve ``cost`` units for a send; the seconds to wait for its slot (0.0 unless engaged)."""
+        wait = self._apply(pacing.reserve, cost, now, max_wait)
+        self._local.reserved = now
         return wait
 
-    def on_response(self, now: float, throttled: bool) -> None:
-        """Adapt to one attempt's outcome (call it from the thread that sent the attempt)."""
-        if not throttled:
-            with self._lock:
-                self._responses.add(now)
-                self._grow(now)
-            return
-        # Unknown send time (sent while pacing was off) counts as before the last cut: it says nothing new.
-        reserved = getattr(self._local, "reserved", float("-inf"))
-        thread = threading.get_ident()
+    def settle(self, now: float, delta: float) -> None:
+        """Book what a request really used beyond its reservation (negative: a refund)."""
+        self._apply(pacing.settle, delta, now)
+
+    def settle_usage(self, now: float, usage: Usage, limits: ModelLimits, booked: float) -> None:
+        """Book a model answer's real charge against the ``booked`` units, and learn its output size."""
+        output = float(usage.output_tokens)
+        self.output_avg = output if self.output_avg <= 0 else self.output_avg + (output - self.output_avg) / 8.0
+        self.settle(now, charged(usage, limits) - booked)
+
+    def on_response(self, now: float, throttled: bool, sent_at: float | None = None) -> None:
+        """Adapt to one attempt's outcome; ``sent_at``: when its request was reserved (default: this
+        thread's last :meth:`before_send`; never reserved counts as before the last cut)."""
+        if sent_at is None:
+            sent_at = getattr(self._local, "reserved", pacing.NEVER)
+        self._apply(pacing.observe, throttled, sent_at, now)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def state(self) -> pacing.State:
+        """A copy of the pacing state (tests, ``doctor``)."""
         with self._lock:
-            self.throttles += 1
-            self._responses.add(now)
-            self._throttled.add(now)
-            if not self.engaged:
-                other_thread = self._last_throttle_thread not in (None, thread)
-                recent = now - self._last_throttle <= self.engage_window
-                self._last_throttle, self._last_throttle_thread = now, thread
-                if other_thread and recent and self._pressure(now):
-                    self.engaged = True
-                    self._tat = now
-                    self._cut(now, self.measured_rate(now))
-                    logger.debug("bedrock-hooks: throttling from several threads: pacing at %.2f req/s", self.rate)
-                return
-            self._last_throttle, self._last_throttle_thread = now, thread
-            if reserved >= self._last_cut and self._pressure(now):  # paced, and still mostly throttled
-                self._cut(now, min(self.rate, self.measured_rate(now)))
+            return dict(self._state)
 
-    # -- CUBIC ---------------------------------------------------------------------------------------
-    def _cut(self, now: float, base: float) -> None:
-        base = max(base, self.min_rate)
-        self._w_max = base
-        self._k = (base * (1.0 - self.beta) / self.scale) ** (1.0 / 3.0)
-        self.rate = max(self.min_rate, base * self.beta)
-        self._last_cut = now
-        self.reductions += 1
+    @property
+    def engaged(self) -> bool:
+        return bool(self._state["engaged"])
 
-    def _grow(self, now: float) -> None:
-        if not self.engaged:
-            return
-        cubic = self.scale * (now - self._last_cut - self._k) ** 3 + self._w_max
-        ceiling = MAX_RATE_FACTOR * max(self.measured_rate(now), self.min_rate)
-        self.rate = max(self.min_rate, min(cubic, ceiling))
+    @property
+    def rate(self) -> float:
+        """Allowed units/s while engaged (tokens for a model scope, requests otherwise)."""
+        return self._state["rate"]
+
+    @property
+    def throttles(self) -> int:
+        return int(self._state["throttles"])
+
+    @property
+    def reductions(self) -> int:
+        return int(self._state["reductions"])
+
+    def measured_rate(self, now: float | None = None) -> float:
+        """Units/s booked through this bucket over the last second."""
+        return pacing.measured_rate(self.state(), self.clock() if now is None else now, self.config)
+
+    def throttled_share(self, now: float) -> float:
+        """Share of the last second's answers that were throttling."""
+        return pacing.throttled_share(self.state(), now, self.config)
 
     def quiet(self, now: float) -> bool:
-        """No throttling for :data:`RESET_AFTER` seconds (nor since creation): the bucket can be forgotten."""
-        return now - max(self._last_throttle, self._born) > self.reset_after
+        """Nothing throttled or booked for :data:`RESET_AFTER` seconds: the bucket can be forgotten."""
+        return pacing.quiet(self._state, now, self.config)
 
-    def _disengage(self) -> None:
-        self.engaged = False
-        self.rate = 0.0
-        self._last_throttle_thread = None
-        logger.debug("bedrock-hooks: no throttling for %gs: pacing off", self.reset_after)
+
+class Reservation(NamedTuple):
+    """What one attempt booked: its bucket, the units reserved, when."""
+
+    bucket: Bucket
+    cost: float
+    sent_at: float
+
+
+class StreamSettlement:
+    """Settles a stream's reservation when its usage arrives (the stream's last event), once.
+
+    The stream wrapper (:mod:`bedrock_hooks.streaming`) hands it every event it delivers. A stream the
+    application abandons before its end keeps its whole reservation: the pacer errs on the side of the
+    quota. Events of a re-issued stream settle the first call's reservation; the re-issue's stands.
+    """
+
+    __slots__ = ("reservation", "limits", "clock", "done")
+
+    def __init__(self, reservation: Reservation, limits: ModelLimits, clock: Callable[[], float]) -> None:
+        self.reservation, self.limits, self.clock, self.done = reservation, limits, clock, False
+
+    def on_event(self, event: Any) -> None:
+        if self.done:
+            return
+        try:
+            usage = usage_of_stream_event(event)
+            if usage is None:
+                return
+            self.done = True
+            self.reservation.bucket.settle_usage(self.clock(), usage, self.limits, self.reservation.cost)
+        except Exception as exc:
+            report_failure("rate-limit (stream usage)", exc)
 
 
 # -- the process-wide registry: one bucket per quota scope, created by its first throttle ------------
@@ -220,8 +214,10 @@ _PRUNE_EVERY = 64  #: prune quiet buckets every this many lookups that found non
 _misses = [0]
 
 
-def lookup(scope: QuotaScope, clock: Callable[[], float], *, create: bool = False) -> Bucket | None:
-    """The shared bucket of ``scope``; with ``create`` (a throttle was seen) made if missing.
+def lookup(scope: QuotaScope, clock: Callable[[], float], *, create: bool = False,
+           config: pacing.PacingConfig | None = None) -> Bucket | None:
+    """The shared bucket of ``scope``; with ``create`` (a throttle was seen, or the scope has a quota the
+    user set) made if missing, with ``config`` (the first creator's wins).
 
     A bucket quiet for :data:`RESET_AFTER` seconds is forgotten, so the registry is empty, and the
     success path free, again once throttling has passed.
@@ -243,7 +239,7 @@ def lookup(scope: QuotaScope, clock: Callable[[], float], *, create: bool = Fals
             _prune_locked()
             if len(_buckets) >= MAX_BUCKETS:
                 del _buckets[next(iter(_buckets))]  # the oldest scope gives way: bounded, never refused
-            bucket = _buckets[key] = Bucket(clock)
+            bucket = _buckets[key] = Bucket(clock, config or pacing.DEFAULT)
     return bucket
 
 
@@ -301,17 +297,57 @@ def _classify(facts: ErrorFacts | None) -> Any:
 
 # -- the per-client feature --------------------------------------------------------------------------
 
+def quota_config(quotas: tuple[tuple[str, float, float], ...], target: str) -> pacing.PacingConfig | None:
+    """The fixed-rate pacing of a model scope whose model matches a ``BEDROCK_HOOKS_QUOTAS`` pattern
+    (tried on the model ID, then on the foundation model of an inference profile), else None."""
+    if not quotas or not target.startswith("model:"):
+        return None
+    model = target[len("model:"):].lower()
+    names = (model, base_model(model))
+    for pattern, per_second, period in quotas:
+        if any(fnmatchcase(name, pattern.lower()) for name in names):
+            return pacing.PacingConfig(fixed_rate=per_second, burst=period)
+    return None
+
+
+def scope_config(target: str, fixed: pacing.PacingConfig | None) -> pacing.PacingConfig:
+    """A scope's pacing constants: the user's quota, else learned; a token scope's level holds a minute."""
+    if fixed is not None:
+        return fixed
+    return TOKEN_CONFIG if target.startswith("model:") else pacing.DEFAULT
+
+
+def request_cost(target: str, operation: str, request: Any, output_avg: float = 0.0) -> tuple[float, Estimate | None]:
+    """(units to book, the token estimate) for one attempt: a model call books its expected charge
+    (:func:`~bedrock_hooks.tokens.expected_cost`), any other call one request."""
+    if operation not in TOKEN_OPERATIONS or not target.startswith("model:"):
+        return 1.0, None
+    estimate = estimate_body(getattr(request, "body", None)) or Estimate(0, None)
+    return expected_cost(estimate, limits_of(target[len("model:"):]), output_avg), estimate
+
+
+def max_tokens_note(limits: ModelLimits) -> str:
+    """The hint sentence for a throttled request that set no output limit: the usual root cause.
+    Short, so that it fits the one-line hint after the entry's cause and first fix."""
+    burndown = f", output counting {limits.burndown:g}x" if limits.burndown != 1 else ""
+    return (f"No maxTokens set: Bedrock reserved this model's maximum output ({limits.max_output:,} tokens{burndown}) "
+            f"from the tokens-per-minute quota; setting maxTokens to what the answer needs lets more requests run at once.")
+
+
 class RateLimit(ClientFeature):
     """Paces one client's sends by the bucket of each request's quota scope; detach restores plain botocore.
 
     The scope (account, Region, model, endpoint) is computed only while some scope of the process
-    was throttled recently: until then a send costs one thread-local store and one dict truthiness
-    test, and a successful answer one more test — no lock, no meter.
+    was throttled recently, or when the user set quotas: until then a send costs one thread-local
+    store and one dict truthiness test, and a successful answer one more test: no lock, no meter,
+    no body parsed.
     """
 
     def __init__(self, client: Any, settings: Settings, runtime: Any) -> None:
         super().__init__(client, settings, runtime)
         self.max_wait = float(settings.backoff_cap)
+        self.quotas: tuple[tuple[str, float, float], ...] = tuple(getattr(settings, "quotas", ()) or ())
+        self._configs: dict[str, pacing.PacingConfig | None] = {}  #: target -> fixed pacing (bounded)
         self._local = threading.local()  # the attempt this thread is sending: its answer's scope comes from it
 
     def attach(self) -> None:
@@ -324,17 +360,35 @@ class RateLimit(ClientFeature):
         """The quota ``request`` draws on: account, signing Region, model (or operation), endpoint."""
         return request_scope(request, (event_name or "").rsplit(".", 1)[-1], self.region, self._signer)
 
+    def fixed(self, target: str) -> pacing.PacingConfig | None:
+        """The user's quota for ``target`` (cached per target, at most 512)."""
+        if not self.quotas:
+            return None
+        try:
+            return self._configs[target]
+        except KeyError:
+            config = quota_config(self.quotas, target)
+            if len(self._configs) >= 512:
+                self._configs.clear()
+            self._configs[target] = config
+            return config
+
     def on_before_send(self, request: Any = None, **kwargs: Any) -> Any:  # must return None: a value is the response
         try:
-            if not _buckets:  # unlocked read: nothing throttled recently anywhere in the process
-                self._local.sent = (request, None)
+            if not _buckets and not self.quotas:  # unlocked read: nothing throttled recently anywhere in the process
+                self._local.sent = (request, None, None, None)
                 return
-            scope = self.scope(request, kwargs.get("event_name"))
-            self._local.sent = (request, scope)
-            bucket = lookup(scope, self.runtime.clock)
-            if bucket is None or not bucket.engaged:
+            event_name = kwargs.get("event_name")
+            scope = self.scope(request, event_name)
+            self._local.sent = (request, scope, None, None)
+            fixed = self.fixed(scope.target)
+            bucket = lookup(scope, self.runtime.clock, create=fixed is not None, config=scope_config(scope.target, fixed))
+            if bucket is None:
                 return
-            wait = bucket.before_send(self.runtime.clock(), self.max_wait)
+            cost, estimate = request_cost(scope.target, (event_name or "").rsplit(".", 1)[-1], request, bucket.output_avg)
+            now = self.runtime.clock()
+            wait = bucket.before_send(now, self.max_wait, cost)
+            self._local.sent = (request, scope, Reservation(bucket, cost, now), estimate)
             if wait > 0 and self.is_async:
                 return aio.pause(self.runtime.async_sleep, wait)  # awaited by aiobotocore; resolves to None
             if wait > 0:
@@ -345,21 +399,58 @@ class RateLimit(ClientFeature):
     def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, context: Any = None,
                              **kwargs: Any) -> None:
         try:
-            (request, scope), self._local.sent = getattr(self._local, "sent", None) or (None, None), None
+            sent, self._local.sent = getattr(self._local, "sent", None) or (None, None, None, None), None
+            request, scope, booked, estimate = sent
             if not isinstance(response_dict, dict):
-                return  # no HTTP response (reset, timeout): says nothing about the quota
+                return  # no HTTP response (reset, timeout): says nothing about the quota; a reservation stands
             status = response_dict.get("status_code")  # successes count too: engaging needs a throttled share
-            if not _buckets and isinstance(status, int) and status < 400:
+            if booked is None and not _buckets and isinstance(status, int) and status < 400:
                 return  # the idle path: a success while nothing was throttled recently: no lock, no meter
-            throttled = is_throttling(status, parsed_response, context, response_dict.get("headers"))
-            if not throttled and not _buckets:
+            headers = response_dict.get("headers")
+            throttled = is_throttling(status, parsed_response, context, headers)
+            if not throttled and not _buckets and booked is None:
                 return
-            scope = scope or self.scope(request, kwargs.get("event_name"))
-            bucket = lookup(scope, self.runtime.clock, create=throttled)
+            event_name = kwargs.get("event_name")
+            operation = (event_name or "").rsplit(".", 1)[-1]
+            scope = scope or self.scope(request, event_name)
+            bucket = booked.bucket if booked is not None else lookup(
+                scope, self.runtime.clock, create=throttled, config=scope_config(scope.target, self.fixed(scope.target)))
+            now = self.runtime.clock()
+            if throttled:
+                self._note_max_tokens(context, scope.target, operation, request, estimate)
+            elif bucket is not None and isinstance(status, int) and status < 300:
+                self._settle(bucket, booked, scope.target, operation, parsed_response, headers, context, now)
             if bucket is not None:
-                bucket.on_response(self.runtime.clock(), throttled)
+                bucket.on_response(now, throttled, booked.sent_at if booked is not None else pacing.NEVER)
         except Exception as exc:
             report_failure("rate-limit", exc)
+
+    def _settle(self, bucket: Bucket, booked: Reservation | None, target: str, operation: str, parsed: Any,
+                headers: Any, context: Any, now: float) -> None:
+        """Book a success's real usage (a stream's at its end); unknown usage leaves the reservation standing."""
+        if operation not in TOKEN_OPERATIONS or not target.startswith("model:"):
+            if booked is None:
+                bucket.settle(now, 1.0)  # a request sent before its scope was watched: metered all the same
+            return
+        limits = limits_of(target[len("model:"):])
+        if operation in STREAMING:
+            if booked is not None and isinstance(context, dict):
+                context[SETTLEMENT_KEY] = StreamSettlement(booked, limits, self.runtime.clock)
+            return
+        usage = usage_of_response(operation, parsed, headers)
+        if usage is not None:
+            bucket.settle_usage(now, usage, limits, booked.cost if booked is not None else 0.0)
+
+    def _note_max_tokens(self, context: Any, target: str, operation: str, request: Any,
+                         estimate: Estimate | None) -> None:
+        """On a throttle, name the usual root cause when the request set no output limit."""
+        if operation not in TOKEN_OPERATIONS or not target.startswith("model:") or not isinstance(context, dict):
+            return
+        if estimate is None:
+            estimate = estimate_body(getattr(request, "body", None))
+        limits = limits_of(target[len("model:"):])
+        if estimate is not None and estimate.max_tokens is None and limits.max_output > 0:
+            call_state(context).note(max_tokens_note(limits))
 
 
 def feature(client: Any, settings: Settings, runtime: Any) -> RateLimit | None:

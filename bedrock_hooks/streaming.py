@@ -49,6 +49,7 @@ from .hints import HintFacts, annotate_exception, build_info
 from .policy import Reason, RetryPolicy, Verdict
 from .failsafe import report_failure
 from .state import INHERITED_STATE, CallState, call_state
+from .tokens import SETTLEMENT_KEY
 
 if TYPE_CHECKING:  # botocore's event-stream module is imported on first use (import cost)
     from botocore.eventstream import EventStream
@@ -170,6 +171,7 @@ class _StreamCall:
         self.member = member
         self.response = response
         self.params = context.get(_PARAMS_KEY) if isinstance(context, dict) else None
+        self.settlement = context.get(SETTLEMENT_KEY) if isinstance(context, dict) else None  #: the pacer's
         self.state: CallState = call_state(context)
         retries = context.get("retries") if isinstance(context, dict) else None
         self.state.retry = self.state.retry.at(int((retries or {}).get("attempt") or 1))
@@ -397,6 +399,8 @@ class _Delivery:
 
     def _accept(self, event: dict[str, Any]) -> bool:
         kind = next(iter(event), "")
+        if self._call.settlement is not None and kind in ("metadata", "chunk"):  # the usage, at the stream's end
+            self._call.settlement.on_event(event)
         if not self._delivered and kind in self._skip:
             return False
         if kind in PREAMBLE_EVENTS:
