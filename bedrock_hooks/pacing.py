@@ -47,14 +47,17 @@ Operations (``config`` is a :class:`PacingConfig`; all return ``(new_state, resu
         admitted nothing, but their reservation stands as back-pressure, as botocore counts a
         throttled send as sent.
     observe(state, throttled, sent_at, now, config) -> (state, rate)
-        Counts the answer. A success grows a learned rate along CUBIC, capped at
-        ``max_rate_factor`` x the measured rate. A throttle: not engaged, engages when the scope is
+        Counts the answer. A success grows a learned rate along CUBIC; growth stops at
+        ``max_rate_factor`` x the measured rate (a lull in demand never lowers the rate: the scope's
+        clients come and go, and the rate is the quota's, not one client's). A throttle: not engaged, engages when the scope is
         under pressure (observed ``min_observed`` s, ``min_sample`` answers in the window, at least
         ``engage_share`` of them throttled), at ``beta`` x the measured rate, level full (``tat =
         now + burst``: the server just said it has nothing left). Engaged and ``sent_at >=
         last_cut`` (sent after the last cut: a fresh verdict): the level is set full again, and a
-        learned rate under pressure is cut to ``beta`` x ``min(rate, measured)``. Returns the rate
-        (0.0 when not engaged).
+        learned rate under pressure is cut to ``beta`` x ``min(rate, max(measured, beta x rate))``
+        (from what was really sent, but by at most ``beta**2`` at once: a 429 during a lull in
+        sending says the server is still full, not that the rate was a hundred times too high).
+        Returns the rate (0.0 when not engaged).
     quiet(state, now, config) -> bool
         Nothing to remember: no throttle, booking or creation within ``reset_after`` seconds.
 
@@ -210,8 +213,8 @@ def observe(state: State, throttled: bool, sent_at: float, now: float, config: P
         s["tat"] = max(s["tat"], now + config.burst)
         if fixed:
             s["last_cut"] = now
-        elif _pressure(s, now, config):
-            _cut(s, now, min(s["rate"], measured_rate(s, now, config)), config)
+        elif _pressure(s, now, config):  # cut from what was really sent, but at most by beta squared at once
+            _cut(s, now, min(s["rate"], max(measured_rate(s, now, config), config.beta * s["rate"])), config)
     return s, s["rate"]
 
 
@@ -238,5 +241,5 @@ def _grow(s: State, now: float, config: PacingConfig) -> None:
     floor = _floor(s, config)
     cubic = scale * (now - s["last_cut"] - s["k"]) ** 3 + s["w_max"]
     ceiling = config.max_rate_factor * max(measured_rate(s, now, config), floor)
-    rate = max(floor, min(cubic, ceiling))
+    rate = max(floor, min(cubic, max(ceiling, s["rate"])))  # the ceiling stops growth; it never cuts
     s["rate"] = rate if math.isfinite(rate) else floor

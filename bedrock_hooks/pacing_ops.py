@@ -123,7 +123,7 @@ local function grow(s, now, c)
   local fl = floor_rate(s, c)
   local cubic = scale * (now - s.last_cut - s.k) ^ 3 + s.w_max
   local ceiling = c.max_rate_factor * math.max(measured_rate(s, now, c), fl)
-  local rate = math.max(fl, math.min(cubic, ceiling))
+  local rate = math.max(fl, math.min(cubic, math.max(ceiling, s.rate)))  -- the ceiling stops growth; it never cuts
   if rate ~= rate or rate == math.huge or rate == -math.huge then rate = fl end
   s.rate = rate
 end
@@ -183,7 +183,7 @@ local function observe(s, throttled, sent_at, now, c)
     if fixed then
       s.last_cut = now
     elseif pressure(s, now, c) then
-      cut(s, now, math.min(s.rate, measured_rate(s, now, c)), c)
+      cut(s, now, math.min(s.rate, math.max(measured_rate(s, now, c), c.beta * s.rate)), c)
     end
   end
   return s.rate

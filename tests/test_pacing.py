@@ -227,3 +227,28 @@ def test_random_traffic_is_deterministic():
     first, second = run(ops, False), run(ops, False)
     assert first == second and any(state["engaged"] for _, state in first)
     assert NEVER < -1e17
+
+
+def test_a_lull_in_sending_never_lowers_the_rate():
+    """Regression: growth was capped at 2x the measured rate, so a second without sends (clients
+    between batches, the end of a run) collapsed a learned rate to the floor, and the next requests
+    crawled at 0.5 requests/s."""
+    state, now = engaged_state()
+    rate = state["rate"]
+    now += 1.5  # nothing booked for longer than the meter's window
+    state, _ = observe(state, False, now, now, pacing.DEFAULT)
+    assert pacing.measured_rate(state, now) == 0.0 and state["rate"] >= rate
+
+
+def test_one_cut_lowers_the_rate_by_at_most_beta_squared():
+    """Regression: a 429 answered during a lull (the server still full from earlier sends) cut to
+    beta x the near-zero measured rate: the floor, at once."""
+    state, now = engaged_state()
+    rate = state["rate"]
+    now += 1.5
+    for _ in range(25):  # answers to requests booked long ago: pressure, but nothing measured
+        state, _ = observe(state, True, NEVER, now, pacing.DEFAULT)
+        now += 0.01
+    state, _ = observe(state, True, state["last_cut"] + 0.001, now, pacing.DEFAULT)  # one fresh verdict
+    beta = pacing.DEFAULT.beta
+    assert state["rate"] == pytest.approx(beta * beta * rate)
