@@ -183,8 +183,10 @@ class StreamSettlement:
     """Settles a stream's reservation when its usage arrives (the stream's last event), once.
 
     The stream wrapper (:mod:`bedrock_hooks.streaming`) hands it every event it delivers. A stream the
-    application abandons before its end keeps its whole reservation: the pacer errs on the side of the
-    quota. Events of a re-issued stream settle the first call's reservation; the re-issue's stands.
+    application abandons before its end keeps its whole booking: the pacer errs on the side of the
+    quota. So does every stream when the wrapper is off (``BEDROCK_HOOKS_HINTS=off`` and
+    ``BEDROCK_HOOKS_STREAM_RETRY=off``). Events of a re-issued stream settle the first call's booking;
+    the re-issue's stands.
     """
 
     __slots__ = ("reservation", "limits", "clock", "done")

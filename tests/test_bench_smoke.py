@@ -13,6 +13,7 @@ import fault_mix  # noqa: E402
 import overhead  # noqa: E402
 import startup  # noqa: E402
 import throttle_storm  # noqa: E402
+import token_storm  # noqa: E402
 from _requires import require_that  # noqa: E402
 from netns import unavailable_reason  # noqa: E402
 
@@ -44,6 +45,16 @@ def test_throttle_storm_smoke():
     for row in rows.values():
         assert row["calls"] > 0 and row["requests"] >= row["successes"] and 0 <= row["success_rate"] <= 1
     assert throttle_storm.table(result, "per-thread").count("\n") == 1 + len(modes)
+
+
+def test_token_storm_smoke():
+    modes = ("botocore adaptive", "bedrock-hooks + BEDROCK_HOOKS_QUOTAS")
+    result = token_storm.run(smoke=True, only=modes, duration=0.5)
+    rows = result["runs"]["4"]
+    assert set(rows) == set(modes)
+    for row in rows.values():
+        assert row["calls"] > 0 and row["admitted"] >= row["successes"] > 0 and 0 <= row["quota_share"] <= 1.5
+    assert token_storm.table(result).count("\n") == 1 + len(modes)
 
 
 def test_fault_mix_smoke():

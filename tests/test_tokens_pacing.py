@@ -187,3 +187,21 @@ def test_a_token_quota_storm_engages_learned_pacing_in_tokens(server, fake_time)
     assert fake_time.sleeps == [pytest.approx(state["cost_avg"] / state["rate"], rel=0.05)]
     assert bucket.rate < state["rate"]  # and the fresh 429 for the first cut the rate again
     assert limits_of(MODEL).max_output == 4096
+
+
+def test_without_the_stream_wrapper_a_stream_keeps_its_booking(server, fake_time):
+    """Hints and stream re-issue off: streams are not wrapped, nothing sees their end, the booking stands."""
+    client = hooked(server, fake_time, quotas=f"{MODEL}=6000/min", hints=False, stream_retry=False)
+    list(client.converse_stream(modelId=MODEL, messages=HELLO, inferenceConfig={"maxTokens": 200})["stream"])
+    booked = the_bucket().state()["sent"]
+    assert booked == pytest.approx(tokens.expected_cost(tokens.Estimate(4, 200), limits_of(MODEL)))
+
+
+def test_an_invoke_model_body_without_its_output_limit_gets_the_note(server, fake_time):
+    server.quota(SONNET_4, tokens_per_minute=1, burst=20_000)
+    client = hooked(server, fake_time, max_attempts=1)
+    with pytest.raises(ClientError) as caught:
+        client.invoke_model(modelId=SONNET_4, body=json.dumps({"anthropic_version": "bedrock-2023-05-31",
+                                                                "messages": HELLO_ANTHROPIC}))
+    assert "No maxTokens set" in caught.value.response["Error"]["Message"]
+    assert any("No maxTokens set" in note for note in caught.value.response["BedrockHooks"]["details"]["notes"])
