@@ -45,6 +45,7 @@ REGION_FAILOVER = "region-failover"
 RETRY_QUOTA = "retry-quota"
 SESSIONS = "sessions"
 AIO_CONNECTIONS = "aio-connections"
+AIO_STREAMS = "aio-streams"
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     # No settings to switch off: the sync clients' keep-alive does not depend on aiohttp (keepalive_aio asks).
     Feature(AIO_CONNECTIONS, "per-socket TCP keep-alive and idle-connection eviction on aiobotocore clients "
                              "(aiohttp's connector)"),
+    Feature(AIO_STREAMS, "hints and transparent re-issue for event streams on aiobotocore clients"),
 )}
 
 
@@ -282,6 +284,18 @@ def _aio_session_connector_args() -> bool:
             and "_connector_args" in AIOHTTPSession._create_connector.__code__.co_names)
 
 
+def _aio_event_stream() -> bool:
+    """aiobotocore's ``AioEventStream`` keeps botocore's fields, with an async generator of raw frames and a
+    coroutine frame parser (an unstarted async generator: nothing is read, nothing is left to await)."""
+    from aiobotocore.eventstream import AioEventStream
+
+    raw = object()
+    stream = AioEventStream(raw, None, None, "ConverseStream")
+    return (stream._raw_stream is raw and stream._operation_name == "ConverseStream"
+            and hasattr(stream, "_output_shape") and hasattr(stream, "_parser")
+            and inspect.isasyncgen(stream._event_generator) and inspect.iscoroutinefunction(stream._parse_event))
+
+
 def _aiohttp_connector() -> bool:
     """``TCPConnector(socket_factory=...)`` (aiohttp 3.12+) used for every new socket, the idle limit ``_get``
     reads at hand-out, and the pooled/acquired connections (a connector needs a running loop: read, not built)."""
@@ -341,6 +355,8 @@ CHECKS: tuple[Check, ...] = (
           loaded="aiobotocore"),
     Check("aiohttp TCPConnector(socket_factory=) / _socket_factory, _keepalive_timeout, _conns, _acquired",
           (AIO_CONNECTIONS,), _aiohttp_connector, loaded="aiobotocore"),
+    Check("aiobotocore AioEventStream._event_generator (async generator) / _parse_event (coroutine)",
+          (AIO_STREAMS,), _aio_event_stream, loaded="aiobotocore"),
 )
 
 

@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import compat, process
+from . import aio, compat, process
 from .budget import budget_for
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
@@ -656,4 +656,6 @@ def feature(client: Any, settings: Settings, runtime: Runtime) -> StreamHooks | 
     """Factory for :data:`bedrock_hooks.installation.FEATURES`: only when hints or stream retry are on."""
     if not (settings.hints or settings.stream_retry) or not compat.available(compat.STREAMS):
         return None
+    if aio.is_async(client) and not compat.available(compat.AIO_STREAMS):
+        return None  # aiobotocore's streams stay plain: async for still works, without hints or re-issue
     return StreamHooks(client, settings, runtime)

@@ -461,3 +461,33 @@ def test_aioboto3_streams_are_recovered_the_same_way(server, fake_time):
     server.script(Reply.stream([THROTTLED]), Reply.stream(ANSWER))
     assert text_of(run(scenario())) == "Hello"
     assert len(server.requests) == 2
+
+
+def test_an_aiobotocore_without_the_stream_internals_keeps_plain_streams(server, fake_time, monkeypatch, caplog):
+    """A future aiobotocore that renames ``AioEventStream._parse_event`` (here: the class recompiled with the
+    name changed) turns off only stream hints and re-issue on aio clients, with one warning: ``async for``
+    reads its plain stream as before."""
+    import aiobotocore.eventstream
+    import aiobotocore.parsers
+
+    from bedrock_hooks import compat
+    from test_compat import renamed
+
+    renamed(monkeypatch, aiobotocore.eventstream, "AioEventStream", "_parse_event", also=(aiobotocore.parsers,))
+    compat.reset()
+    monkeypatch.setattr(compat, "_warned", {})
+    caplog.set_level("WARNING", logger="bedrock_hooks.compat")
+    try:
+        async def scenario():
+            async with hooked(server, fake_time.runtime()) as client:
+                stream = await open_stream(client)
+                return type(stream), await collect(stream)
+
+        server.script(Reply.stream(ANSWER))
+        stream_type, events = run(scenario())
+    finally:
+        compat.reset()
+    assert stream_type is aiobotocore.eventstream.AioEventStream  # the renamed class: nothing of ours around it
+    assert text_of(events) == "Hello"
+    warnings = [r.getMessage() for r in caplog.records if "event streams on aiobotocore" in r.getMessage()]
+    assert len(warnings) == 1 and "_parse_event" in warnings[0]
