@@ -391,7 +391,9 @@ def test_doctor_prints_the_table_and_names_the_feature_a_missing_internal_turns_
 
     rows = doctor.doctor({}, sections=(doctor.check_compatibility,))
     assert [row.name for row in rows] == [check.internal for check in compat.CHECKS]
-    assert {row.status for row in rows} <= {"ok", "warn"}
+    pending = {row.internal for row in compat.report() if row.pending}  # aiobotocore absent: not probed
+    assert {row.status for row in rows if row.name not in pending} <= {"ok", "warn"}
+    assert {row.status for row in rows if row.name in pending} <= {"info"}
     renamed(monkeypatch, sys.modules["botocore.retries.standard"], "RetryHandler", "_retry_quota")
     compat.reset()
     text = doctor.render_checks(doctor.doctor({}, sections=(doctor.check_compatibility,)))
