@@ -31,7 +31,7 @@ How the test server counts (deterministic, so tests can compute the expected num
   (``cacheReadInputTokens``); ``inputTokens`` is the rest of the prompt.  No minimum length, no TTL.
 * **max_tokens** is read from ``inferenceConfig.maxTokens`` (Converse) or the InvokeModel body
   (``max_tokens``, ``maxTokens``, ``maxTokenCount``, ``max_gen_len``, ``max_new_tokens``, also inside
-  ``inferenceConfig`` / ``textGenerationConfig``), else the model's default from :data:`MODEL_LIMITS`.
+  ``inferenceConfig`` / ``textGenerationConfig``), else the model's default from :data:`bedrock_hooks.model_limits.MODEL_LIMITS`.
 * **Output tokens** are ``output_tokens=`` of the quota (a number, or a function of the recorded
   request), by default the :data:`~.replies.DEFAULT_TEXT` answer (7 tokens); clipped to
   ``max_tokens`` with stop reason ``max_tokens``.  The answer text has exactly that many tokens.
@@ -50,13 +50,12 @@ import fnmatch
 import hashlib
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Optional, Union
 
-from ..bodyformats import base_model
+from ..model_limits import MODEL_LIMITS, UNKNOWN, ModelLimits, limits_of
 from .replies import DEFAULT_TEXT, Reply
 from .wire import RecordedRequest
 
@@ -70,34 +69,12 @@ TOO_MANY_TOKENS = "Too many tokens, please wait before trying again."
 CHARS_PER_TOKEN = 4
 
 
-class ModelLimits(NamedTuple):
-    """What a model family contributes to the accounting: its default (maximum) output and burndown."""
+#: The per-family arithmetic (default max output, burndown) is the library's own table
+#: (:mod:`bedrock_hooks.model_limits`): one owner for facts about Bedrock, so the pacer and the server
+#: it is tested against can never disagree about them. A test needing other numbers passes
+#: ``max_output=`` / ``burndown=`` to ``server.quota()``.
+DEFAULT_LIMITS = UNKNOWN
 
-    max_output: int
-    burndown: float
-
-
-#: (pattern on the foundation-model ID without its inference-profile prefix, max output tokens, output
-#: burndown factor); first match wins, ``re.match``.  Max outputs are the models' documented maxima
-#: (what an unset max_tokens reserves; as published in 2025); burndown 5 for the Claude 4 family per the
-#: AWS user guide. A test needing other numbers passes ``max_output=`` / ``burndown=`` to ``server.quota()``.
-MODEL_LIMITS: tuple[tuple[str, int, float], ...] = (
-    (r"anthropic\.claude-opus-4-5", 64_000, 5.0),
-    (r"anthropic\.claude-opus-4", 32_000, 5.0),
-    (r"anthropic\.claude-(sonnet|haiku)-4", 64_000, 5.0),
-    (r"anthropic\.claude-3-7-sonnet", 64_000, 1.0),
-    (r"anthropic\.claude-3-5-", 8_192, 1.0),
-    (r"anthropic\.claude-", 4_096, 1.0),
-    (r"amazon\.nova-(2-)?premier-", 32_000, 1.0),
-    (r"amazon\.nova-", 10_000, 1.0),
-    (r"amazon\.titan-text-", 8_192, 1.0),
-    (r"meta\.llama", 2_048, 1.0),
-    (r"mistral\.", 8_192, 1.0),
-)
-#: A model the table does not know (ARNs included).
-DEFAULT_LIMITS = ModelLimits(4_096, 1.0)
-
-_COMPILED = tuple((re.compile(pattern), ModelLimits(out, burn)) for pattern, out, burn in MODEL_LIMITS)
 
 #: Body sections that hold the prompt, walked in this order (the order Bedrock builds a prompt in).
 PROMPT_SECTIONS = ("toolConfig", "tools", "system", "messages", "prompt", "inputText", "message", "chat_history")
@@ -120,13 +97,7 @@ def count_tokens(text: str) -> int:
 
 def model_limits(model_id: Optional[str]) -> ModelLimits:
     """Default max output and burndown of ``model_id`` (``us.``/``eu.``... profiles as their model)."""
-    if not model_id or model_id.startswith("arn:"):
-        return DEFAULT_LIMITS
-    model = base_model(model_id).lower()
-    for pattern, limits in _COMPILED:
-        if pattern.match(model):
-            return limits
-    return DEFAULT_LIMITS
+    return limits_of(model_id or "")
 
 
 def output_text(tokens: int) -> str:
