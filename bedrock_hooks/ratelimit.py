@@ -217,9 +217,10 @@ _misses = [0]
 
 
 def lookup(scope: QuotaScope, clock: Callable[[], float], *, create: bool = False,
-           config: pacing.PacingConfig | None = None) -> Bucket | None:
+           config: pacing.PacingConfig | None = None, fleet: Any = None) -> Bucket | None:
     """The shared bucket of ``scope``; with ``create`` (a throttle was seen, or the scope has a quota the
-    user set) made if missing, with ``config`` (the first creator's wins).
+    user set) made if missing, with ``config`` (the first creator's wins); with ``fleet`` (a shared
+    store and wall clock, :func:`bedrock_hooks.fleet_pacing.fleet_of`) its state is the fleet's.
 
     A bucket quiet for :data:`RESET_AFTER` seconds is forgotten, so the registry is empty, and the
     success path free, again once throttling has passed.
@@ -241,7 +242,8 @@ def lookup(scope: QuotaScope, clock: Callable[[], float], *, create: bool = Fals
             _prune_locked()
             if len(_buckets) >= MAX_BUCKETS:
                 del _buckets[next(iter(_buckets))]  # the oldest scope gives way: bounded, never refused
-            bucket = _buckets[key] = Bucket(clock, config or pacing.DEFAULT)
+            config = config or pacing.DEFAULT
+            bucket = _buckets[key] = Bucket(clock, config) if fleet is None else fleet.bucket(scope, clock, config)
     return bucket
 
 
@@ -351,6 +353,7 @@ class RateLimit(ClientFeature):
         self.quotas: tuple[tuple[str, float, float], ...] = tuple(getattr(settings, "quotas", ()) or ())
         self._configs: dict[str, pacing.PacingConfig | None] = {}  #: target -> fixed pacing (bounded)
         self._local = threading.local()  # the attempt this thread is sending: its answer's scope comes from it
+        self.fleet = _fleet_of(settings, self.runtime, self.is_async)  #: None: this process's own buckets
 
     def attach(self) -> None:
         self._registrations.add(f"before-send.{self.service}", self.on_before_send,
@@ -384,7 +387,8 @@ class RateLimit(ClientFeature):
             scope = self.scope(request, event_name)
             self._local.sent = (request, scope, None, None)
             fixed = self.fixed(scope.target)
-            bucket = lookup(scope, self.runtime.clock, create=fixed is not None, config=scope_config(scope.target, fixed))
+            bucket = lookup(scope, self.runtime.clock, create=fixed is not None, config=scope_config(scope.target, fixed),
+                            fleet=self.fleet)
             if bucket is None:
                 return
             cost, estimate = request_cost(scope.target, (event_name or "").rsplit(".", 1)[-1], request, bucket.output_avg)
@@ -416,7 +420,8 @@ class RateLimit(ClientFeature):
             operation = (event_name or "").rsplit(".", 1)[-1]
             scope = scope or self.scope(request, event_name)
             bucket = booked.bucket if booked is not None else lookup(
-                scope, self.runtime.clock, create=throttled, config=scope_config(scope.target, self.fixed(scope.target)))
+                scope, self.runtime.clock, create=throttled, config=scope_config(scope.target, self.fixed(scope.target)),
+                fleet=self.fleet)
             now = self.runtime.clock()
             if throttled:
                 self._note_max_tokens(context, scope.target, operation, request, estimate)
@@ -453,6 +458,12 @@ class RateLimit(ClientFeature):
         limits = limits_of(target[len("model:"):])
         if estimate is not None and estimate.max_tokens is None and limits.max_output > 0:
             call_state(context).note(max_tokens_note(limits))
+
+
+def _fleet_of(settings: Settings, runtime: Any, is_async: bool) -> Any:
+    from .fleet_pacing import fleet_of  # lazy: it subclasses this module's Bucket
+
+    return fleet_of(settings, runtime, is_async)
 
 
 def feature(client: Any, settings: Settings, runtime: Any) -> RateLimit | None:

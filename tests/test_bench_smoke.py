@@ -74,3 +74,24 @@ def test_idle_drop_smoke():
     assert {r["scenario"] for r in results} == {"plain", "keepalive"}
     assert all(_number(r["second"]) for r in results)
     assert "bedrock-hooks keep-alive" in idle_drop.table(results)
+
+
+def test_fleet_storm_smoke():
+    """Several real processes on one token quota, with and without a real redis-server (group redis)."""
+    import shutil
+
+    from _requires import require
+
+    require("redis", group="redis")
+    require_that(None if shutil.which("redis-server") else "the redis-server binary is not installed", group="redis")
+    import fleet_storm
+
+    modes = ("botocore adaptive", "bedrock-hooks memory://", "bedrock-hooks Redis")
+    result = fleet_storm.run(smoke=True, scaling=False, idle=False, duration=0.5, only=modes)
+    rows = result["storm"]
+    assert [row["mode"] for row in rows] == list(modes)
+    for row in rows:
+        assert row["calls"] > 0 and row["processes"] == 2 and 0 <= row["throttled_share"] <= 1
+        assert _number(row["goodput"]) and 0 <= row["fairness"] <= 1
+    assert rows[2]["redis_commands_per_call"] > 0 and rows[1]["redis_commands_per_call"] == 0  # shared vs not
+    assert fleet_storm.storm_table(rows).count("\n") == 1 + len(modes)
