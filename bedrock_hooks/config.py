@@ -472,6 +472,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("quotas", "BEDROCK_HOOKS_QUOTAS", parse_quotas, (),
            "Token quotas to pace to instead of learning them: PATTERN=N/min;PATTERN2=N/s, e.g. "
            "anthropic.claude-sonnet-4*=2000000/min (shell patterns on the model ID). Empty: learned from throttling."),
+    Option("otel", "BEDROCK_HOOKS_OTEL", parse_bool, True,
+           "OpenTelemetry metrics and span events, when opentelemetry-api is installed (docs/observability.md). "
+           "Off: OpenTelemetry is never imported."),
 )
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
@@ -518,6 +521,7 @@ class Settings:
     state_salt: str = field(default="", repr=False)
     state_timeout: float = 0.005
     quotas: tuple[tuple[str, float, float], ...] = ()
+    otel: bool = True
     #: Where each value came from: ``default``, ``override`` or the environment variable name.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     #: ``(variable, rejected value as shown, value used)`` for every value that could not be used as given.

@@ -32,7 +32,7 @@ import re
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from . import circuit, process, store
+from . import circuit, process, store, telemetry
 from .bodyformats import GEO_PREFIXES, same_body_format
 from .catalog import Entry
 from .config import Settings
@@ -366,6 +366,7 @@ class FallbackHooks(ClientFeature):
         if entry.reroute == "exhausted" and self.router.record_pressure(scope, self.router.now(self.runtime)):
             logger.warning("bedrock-hooks: circuit opened for %s in %s (%s); new calls go to its first fallback "
                            "for %ss", current, scope.region, entry.name, self.settings.circuit_cooldown)
+            telemetry.circuit_changed(self, current, scope.region, "open", entry.name)
         if verdict.retry or (entry.reroute == "exhausted" and verdict.reason not in ("max-attempts", "deadline")):
             return None
         move = self._next_move(entry, current, scope, operation.name, state, request_dict)
@@ -432,6 +433,7 @@ class FallbackHooks(ClientFeature):
                             "reason": reason})
         state.notes.append(f"bedrock-hooks moved the call from {current} to {target} ({reason}).")
         logger.info("bedrock-hooks: %s -> %s (%s)", current, target, reason)
+        telemetry.fallback(self, current, target, region, region, reason, request_dict)
 
     def _move_region(self, request_dict: dict[str, Any], state: CallState, target: tuple[str, str],
                      reason: str) -> None:
@@ -447,6 +449,7 @@ class FallbackHooks(ClientFeature):
                             "to_region": region, "reason": reason})
         state.notes.append(f"bedrock-hooks failed over from {current_region} to {region} ({reason}).")
         logger.info("bedrock-hooks: %s failed over %s -> %s (%s)", model, current_region, region, reason)
+        telemetry.fallback(self, model, model, current_region, region, reason, request_dict)
 
     @staticmethod
     def _say_who_served(state: CallState, response: Any) -> None:

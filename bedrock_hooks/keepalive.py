@@ -45,7 +45,7 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import process
+from . import process, telemetry
 from .aio import is_async
 from .config import MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_IDLE, MAX_KEEPALIVE_INTERVAL, Settings
 from .failsafe import report_failure, safe_invoke
@@ -247,7 +247,7 @@ class _HygienicPool:
                 if state.max_idle:
                     since = conn.__dict__.pop(_STAMP, None)
                     if since is not None and self._bh_clock() - since > state.max_idle:
-                        _evict(conn, self._bh_clock() - since, state.max_idle)
+                        _evict(conn, self._bh_clock() - since, state.max_idle, state)
                 options = state.options
                 if options is not None and conn.socket_options is not options:
                     _adopt(conn, options)  # a new connection, before it connects
@@ -278,13 +278,14 @@ def _botocore_class(cls: type) -> type:
     return cls._bh_base if issubclass(cls, _HygienicPool) else cls
 
 
-def _evict(conn: Any, idle: float, max_idle: float) -> None:
+def _evict(conn: Any, idle: float, max_idle: float, state: Any = None) -> None:
     """Close ``conn`` (urllib3 reconnects it on use): it sat in the pool longer than ``max_idle``."""
     if getattr(conn, "sock", None) is None:
         return
     logger.debug("bedrock-hooks: closing pooled connection to %s idle %.1fs (> %gs) before reuse",
                  getattr(conn, "host", "?"), idle, max_idle)
     conn.close()
+    telemetry.connection_evicted(getattr(state, "settings", None), getattr(state, "service", "bedrock-runtime"))
 
 
 def _adopt(conn: Any, options: list[SocketOption]) -> None:

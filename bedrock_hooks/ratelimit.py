@@ -55,7 +55,7 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 
-from . import aio, pacing, process
+from . import aio, pacing, process, telemetry
 from .bodyformats import base_model
 from .catalog import Backoff, Decision
 from .classification import ErrorFacts, classify, facts_from_parts
@@ -85,6 +85,13 @@ STREAMING = frozenset({"ConverseStream", "InvokeModelWithResponseStream"})
 TOKEN_OPERATIONS = frozenset({"Converse", "InvokeModel"}) | STREAMING
 #: Learned pacing of a token scope: Bedrock's bucket holds a minute of its quota, so may ours.
 TOKEN_CONFIG = pacing.PacingConfig(burst=60.0)
+
+
+def _observe_engaging(state: pacing.State, throttled: bool, sent_at: float, now: float,
+                      config: pacing.PacingConfig) -> tuple[pacing.State, bool]:
+    """:func:`pacing.observe`, and whether this answer is the one that engaged pacing (telemetry counts it)."""
+    new, _rate = pacing.observe(state, throttled, sent_at, now, config)
+    return new, bool(new["engaged"]) and not state["engaged"]
 
 
 class Bucket:
@@ -133,7 +140,9 @@ class Bucket:
         thread's last :meth:`before_send`; never reserved counts as before the last cut)."""
         if sent_at is None:
             sent_at = getattr(self._local, "reserved", pacing.NEVER)
-        self._apply(pacing.observe, throttled, sent_at, now)
+        engaged = self._apply(_observe_engaging, throttled, sent_at, now)
+        if engaged:
+            telemetry.rate_limit_engaged()
 
     # -- reading -----------------------------------------------------------------------------------
     def state(self) -> pacing.State:
@@ -394,6 +403,7 @@ class RateLimit(ClientFeature):
             cost, estimate = request_cost(scope.target, (event_name or "").rsplit(".", 1)[-1], request, bucket.output_avg)
             now = self.runtime.clock()
             wait = bucket.before_send(now, self.max_wait, cost)
+            telemetry.waited(self, "rate-limit", wait, request=request, event_name=event_name)
             self._local.sent = (request, scope, Reservation(bucket, cost, now), estimate)
             if wait > 0 and self.is_async:
                 return aio.pause(self.runtime.async_sleep, wait)  # awaited by aiobotocore; resolves to None

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from . import aio, remedies
+from . import aio, remedies, telemetry
 from .budget import budget_for
 from .catalog import Decision, Remedy
 from .classification import Classification, facts_from_exception, facts_from_parsed, facts_from_success
@@ -62,10 +62,9 @@ class ClientHooks(ClientFeature):
             self._take_over_retries()
         else:
             self._guard_cut_answers()
-        svc = self.service
-        if self.settings.hints:
-            self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
-            self._registrations.add(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
+        svc = self.service  # the hint and the final failure's log line and telemetry (hints off: no hint)
+        self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
+        self._registrations.add(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
 
     def _take_over_retries(self) -> None:
         """Decide retries in place of botocore's handler, which stays reachable for what we do not know.
@@ -248,12 +247,13 @@ class ClientHooks(ClientFeature):
         if classification is None:
             return self._unknown(state, attempts, caught_exception, operation)
         return self._judge(classification, state, attempts, response, caught_exception, context, operation,
-                           deferred)
+                           deferred, request_dict)
 
     def _succeeded(self, context: Any, http_response: Any) -> None:
         """The success path: as little as possible (see bench/overhead.py)."""
         state = existing_state(context)
         if state is not None:
+            telemetry.recovered(self, state, http_response=http_response, context=context)
             state.succeeded()
         if self.budget.private:
             self.budget.refund(context, http_response)
@@ -269,13 +269,12 @@ class ClientHooks(ClientFeature):
             return _DELEGATE
         verdict = Verdict(False, reason=Reason.NOT_IDEMPOTENT)
         state.advance(verdict, retry)
-        logger.info("bedrock-hooks: %s: %s -> stop after attempt %d (%s)", _name(operation),
-                    type(caught_exception).__name__, retry.attempts, verdict.reason.value)
+        telemetry.decision(self, _name(operation), None, verdict, retry.attempts, error=type(caught_exception).__name__)
         return verdict
 
     def _judge(self, classification: Classification, state: CallState, attempts: int, response: Any,
                caught_exception: BaseException | None, context: Any, operation: Any,
-               deferred: list[Callable[[], Awaitable[bool]]] | None = None) -> Verdict:
+               deferred: list[Callable[[], Awaitable[bool]]] | None = None, request_dict: Any = None) -> Verdict:
         retry = state.retry.at(attempts)
         http_response, parsed = response if response is not None else (None, None)
 
@@ -290,8 +289,7 @@ class ClientHooks(ClientFeature):
                                             calm=self.budget.calm, rng=self.runtime.rng)
         state.advance(verdict, retry)
         self._explain(verdict, state, parsed, operation)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(self.policy.describe(_name(operation), classification, verdict, retry.attempts))
+        telemetry.decision(self, _name(operation), classification, verdict, retry.attempts, request=request_dict)
         return verdict
 
     def _explain(self, verdict: Verdict, state: CallState, parsed: Any, operation: Any) -> None:
@@ -399,7 +397,8 @@ class ClientHooks(ClientFeature):
             report_failure("before-send", exc)
 
     # -- hints ------------------------------------------------------------------------------------
-    def on_after_call(self, http_response: Any = None, parsed: Any = None, context: Any = None, **kwargs: Any) -> None:
+    def on_after_call(self, http_response: Any = None, parsed: Any = None, context: Any = None, model: Any = None,
+                      **kwargs: Any) -> None:
         try:
             if http_response is None or getattr(http_response, "status_code", 200) < 300 or not isinstance(parsed, dict):
                 return
@@ -407,6 +406,9 @@ class ClientHooks(ClientFeature):
             if classification is None:
                 return
             info = build_info(classification, self._hint_facts(context))
+            telemetry.final_failure(self, model, info, context=context, http_response=http_response)
+            if not self.settings.hints:
+                return
             error = parsed.get("Error") or {}
             message = append_hint(str(error.get("Message") or ""), hint_line(info))  # all or nothing:
             parsed["BedrockHooks"] = info  # the response is changed only once nothing can fail any more
@@ -421,7 +423,10 @@ class ClientHooks(ClientFeature):
             classification = classify_attempt(context, exception, lambda: facts_from_exception(exception))
             if classification is None:
                 return
-            annotate_exception(exception, build_info(classification, self._hint_facts(context)))
+            info = build_info(classification, self._hint_facts(context))
+            telemetry.final_failure(self, str(kwargs.get("event_name", "")).rsplit(".", 1)[-1], info, context=context)
+            if self.settings.hints:
+                annotate_exception(exception, info)
         except Exception as exc:
             report_failure("after-call-error", exc)
 

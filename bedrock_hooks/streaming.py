@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import aio, compat, process
+from . import aio, compat, process, telemetry
 from .budget import budget_for
 from .classification import Classification, classify, facts_from_exception
 from .config import Settings
@@ -175,6 +175,7 @@ class _StreamCall:
         self.state: CallState = call_state(context)
         retries = context.get("retries") if isinstance(context, dict) else None
         self.state.retry = self.state.retry.at(int((retries or {}).get("attempt") or 1))
+        self.span = telemetry.current_span(hooks.settings)  #: the call's span, open until its stream ends
 
     async def recover(self, exc: BaseException, content_delivered: bool, stream: _Delivery) -> Any:
         """A new inner stream to continue with, or None after annotating ``exc`` for the application."""
@@ -200,8 +201,12 @@ class _StreamCall:
                 return _Reissue(verdict.delay, classification, _method(client, self.operation),
                                 self.state.retry.charged)
             reason = Reason.REISSUE_FAILED if verdict.retry else verdict.reason
+        telemetry.stream_failed(self.hooks, self.operation, classification, self.state.attempts, reason, self._model(), self.span)
         self._annotate(exc, classification, reason)
         return None
+
+    def _model(self) -> str | None:
+        return self.params.get("modelId") if isinstance(self.params, dict) else None
 
     def _refusal(self, content_delivered: bool) -> Reason | None:
         if content_delivered:
@@ -221,8 +226,7 @@ class _StreamCall:
         verdict, retry = hooks.policy.decide(classification, state.retry, hooks.runtime.clock(), budget=charge,
                                              calm=hooks.budget.calm, rng=hooks.runtime.rng)
         state.advance(verdict, retry)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(hooks.policy.describe(self.operation, classification, verdict, retry.attempts))
+        telemetry.decision(hooks, self.operation, classification, verdict, retry.attempts, model=self._model(), span=self.span)
         return verdict
 
     @contextlib.contextmanager
@@ -231,6 +235,7 @@ class _StreamCall:
         this one to read; whatever it raises reaches the application as :func:`_as_stream_error`."""
         logger.info("bedrock-hooks: %s failed before any content (%s); re-issuing (attempt %d)",
                     self.operation, plan.classification.entry.name, self.state.attempts + 1)
+        telemetry.stream_reissued(self.hooks, self.operation, plan.classification, model=self._model(), span=self.span)
         self.state.retry = self.state.retry.continued()
         token_state, token_flag = INHERITED_STATE.set(self.state), _reissuing.set(True)
         try:
@@ -249,6 +254,8 @@ class _StreamCall:
         self.response.setdefault("ResponseMetadata", {})["RetryAttempts"] = self.state.attempts - 1
         stream = response.get(self.member)
         if not _is_event_stream(stream):
+            telemetry.stream_failed(self.hooks, self.operation, plan.classification, self.state.attempts,
+                                    Reason.REISSUE_FAILED, self._model(), self.span)
             self._annotate(exc, plan.classification, Reason.REISSUE_FAILED)
             return None
         self.hooks.budget.give_back(plan.charged)  # a retry that succeeded gets its cost back
