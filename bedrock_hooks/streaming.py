@@ -176,6 +176,7 @@ class _StreamCall:
         retries = context.get("retries") if isinstance(context, dict) else None
         self.state.retry = self.state.retry.at(int((retries or {}).get("attempt") or 1))
         self.span = telemetry.current_span(hooks.settings)  #: the call's span, open until its stream ends
+        self.decided: Classification | None = None
 
     async def recover(self, exc: BaseException, content_delivered: bool, stream: _Delivery) -> Any:
         """A new inner stream to continue with, or None after annotating ``exc`` for the application."""
@@ -205,6 +206,12 @@ class _StreamCall:
         self._annotate(exc, classification, reason)
         return None
 
+    def ended(self) -> None:
+        """The stream ended cleanly: a call that was re-issued recovered (counted once)."""
+        if self.state.verdict is not None and self.decided is not None:
+            telemetry.recovered(self.hooks, self.state, self.operation, model=self._model(), entry=self.decided.entry)
+            self.decided = None
+
     def _model(self) -> str | None:
         return self.params.get("modelId") if isinstance(self.params, dict) else None
 
@@ -227,6 +234,7 @@ class _StreamCall:
                                              calm=hooks.budget.calm, rng=hooks.runtime.rng)
         state.advance(verdict, retry)
         telemetry.decision(hooks, self.operation, classification, verdict, retry.attempts, model=self._model(), span=self.span)
+        self.decided = classification  #: what the latest decision was about (the outcome's attributes)
         return verdict
 
     @contextlib.contextmanager
@@ -391,6 +399,7 @@ class _Delivery:
                 self._switch_to(replacement)
                 continue
             if event is _END:
+                self._call.ended()
                 return None
             if self._accept(event):
                 return event

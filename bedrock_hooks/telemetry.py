@@ -311,14 +311,20 @@ def _model_of(request: Any = None, model: str | None = None) -> str | None:
     return model_in_path(path or "")
 
 
-_MODEL_KEY = "bedrock_hooks_telemetry_model"
+_CALL_KEY = "bedrock_hooks_telemetry_call"
 
 
-def _remember_model(request: Any, model: str | None) -> None:
-    """Keep the call's current model in its context, for the final failure (after-call has no request)."""
+def _remember_call(request: Any, operation: str, model: str | None) -> None:
+    """Keep the call's operation and current model in its context, for its outcome (after-call and the
+    success path have no request dict)."""
     context = request.get("context") if isinstance(request, dict) else None
-    if isinstance(context, dict) and model is not None:
-        context[_MODEL_KEY] = model
+    if isinstance(context, dict):
+        context[_CALL_KEY] = (operation, model)
+
+
+def _remembered(context: Any) -> tuple[str | None, str | None]:
+    remembered = context.get(_CALL_KEY) if isinstance(context, dict) else None
+    return remembered if isinstance(remembered, tuple) else (None, None)
 
 
 # -- decisions -------------------------------------------------------------------------------------------------
@@ -334,8 +340,8 @@ def decision(feature: Any, operation: Any, classification: Any, verdict: Any, at
     """
     try:
         model = _model_of(request, model)
-        _remember_model(request, model)
         operation = _operation_name(operation)
+        _remember_call(request, operation, model)
         entry = classification.entry if classification is not None else None
         limit = feature.policy.attempt_limit(entry) if entry is not None else None
         facts = {"service": feature.service, "operation": operation, "model": model,
@@ -382,8 +388,7 @@ def final_failure(feature: Any, operation: Any, info: Mapping[str, Any], *, cont
     """
     try:
         if model is None:
-            model = context.get(_MODEL_KEY) if isinstance(context, dict) else None
-            model = model or _model_of(http_response)
+            model = _remembered(context)[1] or _model_of(http_response)
         reason = info.get("stopped_because") or info.get("decision")
         facts = {"service": feature.service, "operation": _operation_name(operation), "model": model,
                  "entry": info.get("entry"), "decision": info.get("decision"), "reason": reason,
@@ -427,19 +432,22 @@ def _record_failure(sink: _Sink, facts: dict[str, Any], span: Any) -> None:
 
 
 def recovered(feature: Any, state: Any, operation: Any = None, http_response: Any = None,
-              context: Any = None) -> None:
+              context: Any = None, model: str | None = None, entry: Any = None) -> None:
     """A call succeeded after the library decided about one of its failures: the ``recovered`` outcome.
 
     Called on a success only when the call has a state (some attempt failed): a call nothing happened
     to never gets here. Counted only when the last decision was the library's (``state.verdict``).
     """
     verdict = getattr(state, "verdict", None)
-    classification = getattr(state, "classification", None)
-    if verdict is None or classification is None:
+    if entry is None:
+        entry = getattr(getattr(state, "classification", None), "entry", None)
+    if verdict is None or entry is None:
         return
-    model = context.get(_MODEL_KEY) if isinstance(context, dict) else None
-    _emit(feature.settings, _record_recovered, feature.service, operation, model or _model_of(http_response),
-          classification.entry, verdict)
+    if model is None or operation is None:
+        remembered_operation, remembered_model = _remembered(context)
+        operation = operation or remembered_operation
+        model = model or remembered_model or _model_of(http_response)
+    _emit(feature.settings, _record_recovered, feature.service, operation, model, entry, verdict)
 
 
 def _record_recovered(sink: _Sink, service: str, operation: Any, model: str | None, entry: Any,
