@@ -28,3 +28,23 @@ def test_example_shows_whole_error_messages_wrapped():
     assert all(len(line) <= 100 for line in lines)
     assert " ".join(part.strip() for part in lines) == f"{botocore_line} {hint}"  # every word, in order
     assert example.wrapped("") == []  # a call that succeeded prints no message line
+
+
+def test_otel_example_prints_the_metrics_of_a_throttled_then_successful_call():
+    import os
+    import subprocess
+    import sys
+
+    from _requires import require
+
+    require("opentelemetry.sdk.metrics", group="otel")
+    example = EXAMPLE.parent / "otel_metrics.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEDROCK_HOOKS_") or k.startswith("BEDROCK_HOOKS_TEST_")}
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "requests sent: 3" in out and "RetryAttempts: 2" in out
+    assert "bedrock_hooks.decisions [{decision}] 2" in out
+    assert "bedrock_hooks.wait.duration [s] count=2" in out
+    assert "bedrock_hooks.calls [{call}] 1" in out and "bedrock_hooks.outcome = recovered" in out
+    assert out.count("ThrottlingException -> retry in") == 2  # the INFO lines

@@ -36,23 +36,33 @@ ON_DEMAND = (f"Invocation of model ID {MODEL} with on-demand throughput isn\u201
 
 
 class Metrics:
-    """The SDK's in-memory reader, read as {instrument: [(attributes, value)]}; value is a sum or (count, sum)."""
+    """The SDK's in-memory reader, read as {instrument: [(attributes, value)]}; value is a sum or (count, sum).
+
+    The reader exports deltas, summed here across reads: older SDKs (1.20) skip a cumulative histogram in a
+    collection that saw no new measurement, so reading twice must not lose what the first read saw.
+    """
 
     def __init__(self, reader) -> None:
         self.reader = reader
+        self._seen: dict[str, dict[tuple, object]] = {}
 
     def read(self) -> dict[str, list[tuple[dict, object]]]:
-        out: dict[str, list[tuple[dict, object]]] = {}
         data = self.reader.get_metrics_data()
         for resource in (data.resource_metrics if data else ()):
             for scope in resource.scope_metrics:
                 if scope.scope.name != telemetry.METER_NAME:
                     continue
                 for metric in scope.metrics:
+                    seen = self._seen.setdefault(metric.name, {})
                     for point in metric.data.data_points:
-                        value = point.value if hasattr(point, "value") else (point.count, point.sum)
-                        out.setdefault(metric.name, []).append((dict(point.attributes), value))
-        return out
+                        key = tuple(sorted(point.attributes.items()))
+                        if hasattr(point, "value"):
+                            seen[key] = seen.get(key, 0) + point.value
+                        else:
+                            count, total = seen.get(key, (0, 0.0))
+                            seen[key] = (count + point.count, total + point.sum)
+        return {name: [(dict(key), value) for key, value in points.items()]
+                for name, points in self._seen.items() if points}
 
     def points(self, name: str, **where: object) -> list[tuple[dict, object]]:
         wanted = {key.replace("__", "."): value for key, value in where.items()}
@@ -78,7 +88,10 @@ def metrics():
     sdk_metrics = require("opentelemetry.sdk.metrics", group="otel")
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    reader = InMemoryMetricReader()
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    delta = {kind: AggregationTemporality.DELTA for kind in (sdk_metrics.Counter, sdk_metrics.Histogram)}
+    reader = InMemoryMetricReader(preferred_temporality=delta)
     provider = sdk_metrics.MeterProvider(metric_readers=[reader])
     telemetry.reset()
     telemetry.use_meter_provider(provider)
