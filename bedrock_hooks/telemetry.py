@@ -574,3 +574,20 @@ def reset() -> None:
         _models.clear()
     with _sink_lock:
         _sink = _UNRESOLVED
+
+
+# -- reference tables (docs/observability.md embeds them; tests/test_telemetry_docs.py compares) -----------------
+
+def instruments_table() -> str:
+    """Markdown table of every instrument: name, kind, unit, attributes, what it counts."""
+    rows = ["| Instrument | Kind | Unit | Attributes | What it records |", "|---|---|---|---|---|"]
+    rows += [f"| `{i.name}` | {i.kind} | `{i.unit}` | {', '.join(f'`{a}`' for a in i.attributes) or '(none)'} | "
+             f"{i.description} |" for i in INSTRUMENTS]
+    return "\n".join(rows)
+
+
+def log_fields_table() -> str:
+    """Markdown table of the ``extra`` fields of the library's decision log records."""
+    rows = ["| Field | Meaning |", "|---|---|"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in LOG_FIELDS.items()]
+    return "\n".join(rows)

@@ -17,6 +17,10 @@
    plain pool class vs the library's idle-eviction subclass.
 5. **Python function calls per stubbed call** (cProfile): plain vs hooked, fresh and with a remembered
    profile for another model — deterministic, so it shows a change the timings are too noisy to.
+6. **OpenTelemetry** (when ``opentelemetry-sdk`` is installed): the stubbed successful call with
+   ``BEDROCK_HOOKS_OTEL`` off vs on with an SDK MeterProvider recording (the success path calls no
+   telemetry, so this is an A/A test in all but name), and the cost of one retry decision's telemetry
+   (counter, histogram, span event on a recording span) with it off vs on.
 
 Measurements 2-4 are this thread's CPU time (``time.thread_time``): the machine is shared, and time
 spent waiting for a core belongs to nobody's overhead. The headline "library cost per successful
@@ -267,6 +271,64 @@ def stub_function_calls(calls: int) -> dict[str, Any]:
     return out
 
 
+# -- 6. OpenTelemetry ------------------------------------------------------------------------------------
+
+def otel_cost(rounds: int, calls: int) -> dict[str, Any] | None:
+    """Success path with telemetry off vs on (SDK configured), and one decision's telemetry off vs on."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return None
+    import bedrock_hooks
+    from bedrock_hooks import telemetry
+    from bedrock_hooks.classification import classify, facts_from_parts
+    from bedrock_hooks.installation import attached_features
+    from bedrock_hooks.policy import Reason, Verdict
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_meter_provider(provider)
+    clients = []
+    for otel in (False, True):
+        client = make_client(new_session(), "https://bedrock-runtime.us-east-1.amazonaws.com")
+        bedrock_hooks.install(client, otel=otel)
+        client._endpoint.http_session.send = _stub_send
+        for _ in range(200):
+            converse(client)
+        clients.append(client)
+    off, on = clients
+    p, h = _interleaved(_repeat(converse, off, calls), _repeat(converse, on, calls), rounds, timer=CPU)
+    deltas = [(hh - pp) / calls * 1e6 for pp, hh in zip(p, h)]
+    hooks = [next(f for f in attached_features(c) if hasattr(f, "policy")) for c in clients]
+    facts = facts_from_parts(429, {"Error": {"Code": "ThrottlingException", "Message": "Too many requests"}}, {})
+    classification, verdict = classify(facts), Verdict(True, 0.5, Reason.BACKOFF)
+    tracer = TracerProvider().get_tracer("bench")
+
+    def decide(feature: Any) -> Any:
+        def go() -> None:
+            with tracer.start_as_current_span("Bedrock Runtime.Converse"):
+                for _ in range(calls):
+                    telemetry.decision(feature, "Converse", classification, verdict, 1,
+                                       model="anthropic.claude-3-haiku-20240307-v1:0")
+        return go
+
+    dp, dh = _interleaved(decide(hooks[0]), decide(hooks[1]), rounds, timer=CPU)
+    recorded = sum(len(m.data.data_points) for r in reader.get_metrics_data().resource_metrics
+                   for sc in r.scope_metrics for m in sc.metrics)
+    telemetry.use_meter_provider(None)
+    _release(*clients)
+    del trace
+    return {"rounds": rounds, "calls_per_round": calls,
+            "off_us_per_call": statistics.median(p) / calls * 1e6, "on_us_per_call": statistics.median(h) / calls * 1e6,
+            "success_delta_us_median": statistics.median(deltas), "success_delta_us_p25": _quantile(deltas, 0.25),
+            "success_delta_us_p75": _quantile(deltas, 0.75),
+            "decision_off_us": statistics.median(dp) / calls * 1e6, "decision_on_us": statistics.median(dh) / calls * 1e6,
+            "points_recorded": recorded}
+
+
 # -- 4. connection pool hook ------------------------------------------------------------------------
 
 def pool_cost(url: str, rounds: int, calls: int) -> dict[str, Any]:
@@ -315,8 +377,9 @@ def run(*, smoke: bool = False) -> dict[str, Any]:
     events = event_cost(p["emit_rounds"], p["emit_calls"])
     routed = event_cost(p["emit_rounds"], p["emit_calls"], remembered_profile=True)
     functions = stub_function_calls(p["stub_calls"] // 10 or 1)
+    otel = otel_cost(p["stub_rounds"], p["stub_calls"])
     return {"params": dict(p), "throughput": loop, "stub": stub, "events": events, "routed_events": routed,
-            "pool": pool, "function_calls": functions,
+            "pool": pool, "function_calls": functions, "otel": otel,
             "handler_cost_us": events["total_delta_us"] + pool["delta_us"],
             "handler_cost_routed_us": routed["total_delta_us"] + pool["delta_us"]}
 
@@ -352,6 +415,15 @@ def table(result: dict[str, Any]) -> str:
     rows.append(["Python function calls per stubbed call (fresh / with another model's profile remembered)",
                  f"{fc['plain']:,.0f}", f"{fc['hooked']:,.0f} / {fc['hooked_with_remembered_profile']:,.0f}",
                  f"+{fc['hooked'] - fc['plain']:,.0f} / +{fc['hooked_with_remembered_profile'] - fc['plain']:,.0f}"])
+    otel = result.get("otel")
+    if otel:
+        rows.append(["Converse, HTTP stubbed out, with bedrock-hooks: `BEDROCK_HOOKS_OTEL` off / on with the SDK "
+                     "recording (µs/call)", f"{otel['off_us_per_call']:.1f}", f"{otel['on_us_per_call']:.1f}",
+                     f"{otel['success_delta_us_median']:+.1f} µs (IQR {otel['success_delta_us_p25']:.1f}–"
+                     f"{otel['success_delta_us_p75']:.1f})"])
+        rows.append(["one retry decision's telemetry (log off; counter, histogram, span event): OTel off / on (µs)",
+                     f"{otel['decision_off_us']:.2f}", f"{otel['decision_on_us']:.2f}",
+                     f"{otel['decision_on_us'] - otel['decision_off_us']:+.2f} µs per decision"])
     return markdown_table(["measurement", "plain botocore", "with bedrock-hooks", "difference"], rows, "lrrr")
 
 
