@@ -1,0 +1,91 @@
+"""Telemetry of REAL aiobotocore clients (issue 15 with issue 13): the same span events and metrics as sync clients.
+
+OpenTelemetry's ``AiobotocoreInstrumentor`` starts the call's span in the task that awaits the call; the library
+reads it from ``contextvars`` while aiobotocore awaits its handlers, so each task's decisions land on its own
+call's span, in both install orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from botocore.exceptions import ClientError
+
+import bedrock_hooks
+from _aio import MODEL, aconverse, aio_botocore_time, aio_client, aiobotocore_session  # noqa: F401 (fixture)
+from _requires import require
+from bedrock_hooks import telemetry
+from bedrock_hooks.testing import Reply
+from test_telemetry import Metrics, metrics  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def aio_tracing():
+    sdk_trace = require("opentelemetry.sdk.trace", group="otel")
+    export = require("opentelemetry.sdk.trace.export", group="otel")
+    in_memory = require("opentelemetry.sdk.trace.export.in_memory_span_exporter", group="otel")
+    instrumentation = require("opentelemetry.instrumentation.botocore", group="otel")
+    require("aiobotocore", group="aio")
+    exporter = in_memory.InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    instrumentor = instrumentation.AiobotocoreInstrumentor()
+    yield exporter, lambda: instrumentor.instrument(tracer_provider=provider)
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+@pytest.mark.parametrize("order", ["instrument-then-install", "install-then-instrument"])
+def test_concurrent_async_calls_put_each_decision_on_their_own_span(order, aio_tracing, metrics, server, fake_time):
+    exporter, instrument = aio_tracing
+
+    async def scenario():
+        session = aiobotocore_session()
+        if order == "instrument-then-install":
+            instrument()
+        bedrock_hooks.install(session, runtime=fake_time.runtime())
+        if order == "install-then-instrument":
+            instrument()
+        async with aio_client(session, server) as client:
+            server.script(Reply.throttling(), Reply.throttling("Too many tokens per day, please wait before trying "
+                                                               "again."))
+            return await asyncio.gather(aconverse(client, text="a"), aconverse(client, text="b"),
+                                        return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert sorted(type(r).__name__ for r in results) == ["ThrottlingException", "dict"]
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2
+    by_outcome = {}
+    for span in spans:
+        decisions = [dict(e.attributes) for e in span.events if e.name == telemetry.DECISION_EVENT]
+        assert len(decisions) == 1  # each task's decision is on its own span
+        by_outcome[decisions[0][telemetry.ENTRY]] = (span, decisions[0])
+    ok_span, retried = by_outcome["ThrottlingException"]
+    failed_span, stopped = by_outcome["DailyTokenQuotaExceeded"]
+    assert retried[telemetry.ACTION] == "retry" and stopped[telemetry.ACTION] == "stop"
+    assert telemetry.ENTRY not in ok_span.attributes
+    assert failed_span.attributes[telemetry.ENTRY] == "DailyTokenQuotaExceeded"
+    assert metrics.total("bedrock_hooks.decisions") == 2
+    assert metrics.total("bedrock_hooks.calls", outcome="recovered") == 1
+    assert metrics.total("bedrock_hooks.calls", outcome="failed") == 1
+    assert metrics.total("bedrock_hooks.wait.duration", kind="backoff") == 1
+
+
+def test_async_final_failure_is_logged_once(server, fake_time, caplog):
+    import logging
+
+    async def scenario():
+        session = aiobotocore_session()
+        bedrock_hooks.install(session, runtime=fake_time.runtime())
+        async with aio_client(session, server) as client:
+            server.script(Reply.validation("Malformed input request, please reformat your input."))
+            with pytest.raises(ClientError):
+                await aconverse(client)
+
+    with caplog.at_level(logging.INFO, logger="bedrock_hooks"):
+        asyncio.run(scenario())
+    records = [(r.levelname, vars(r).get("bedrock_hooks.event")) for r in caplog.records
+               if r.name == "bedrock_hooks.decisions"]
+    assert records == [("INFO", "decision"), ("WARNING", "final_failure")]
