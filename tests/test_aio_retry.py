@@ -89,7 +89,8 @@ def test_a_truncated_2xx_is_retried_without_awaiting_inside_a_sync_handler(serve
     # connection (as botocore did before 1.43.115), retried on a fresh one, with the hint
     assert type(error).__name__ in ("IncompleteReadError", "ConnectionClosedError")
     assert "[bedrock-hooks] TruncatedResponse" in str(error) or "[bedrock-hooks] IdleConnectionReset" in str(error)
-    assert not [r for r in caplog.records if r.name.startswith("bedrock_hooks")]  # no handler failed on the way
+    assert not [r for r in caplog.records if r.name.startswith("bedrock_hooks")
+                and r.name != "bedrock_hooks.decisions"]  # no handler failed on the way (the final failure's line is fine)
 
 
 def test_a_task_cancelled_during_its_backoff_stops_at_once_and_leaks_nothing(server):
