@@ -179,7 +179,10 @@ class _Sink:
 
 _UNRESOLVED: Any = object()
 _sink: Any = _UNRESOLVED
-_sink_lock = process.lock()
+#: Held while OpenTelemetry is imported and the instruments made; taken before a fork (``consistent``), so a
+#: child is never forked in the middle of that import: it would inherit the import's module locks held
+#: by a thread it does not have, and hang on its own first event.
+_sink_lock = process.lock(consistent=True)
 _provider: Any = None
 
 

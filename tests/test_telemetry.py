@@ -548,3 +548,49 @@ def test_without_opentelemetry_nothing_is_imported_and_calls_work(setting):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ThrottlingException", "[]"]
     assert "ThrottlingException -> retry" in done.stderr and "internal error" not in done.stderr
+
+
+def test_a_fork_during_the_opentelemetry_import_never_hangs_the_child(tmp_path, monkeypatch):
+    """Regression: a child forked while another thread was importing OpenTelemetry (the first decision of the
+    process) inherited that import's module lock, held by a thread the child does not have: its own first
+    decision hung (tests/test_fork.py under load). The fork now waits for the import to finish."""
+    (tmp_path / "slow_otel_import.py").write_text("import time\ntime.sleep(0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_otel_import", raising=False)
+
+    def slow_sink(*args):
+        import slow_otel_import  # noqa: F401 - holds the module's import lock for 0.5 s
+
+        return "sink"
+
+    monkeypatch.setattr(telemetry, "_Sink", slow_sink)
+    telemetry.reset()
+    importing = threading.Thread(target=telemetry._resolve)
+    importing.start()
+    for _ in range(200):  # until the thread is inside the import
+        if "slow_otel_import" in sys.modules:
+            break
+        threading.Event().wait(0.005)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            telemetry._resolve()
+            code = 0
+        finally:
+            os._exit(code)
+    importing.join()
+    deadline = 10.0
+    while deadline > 0:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        threading.Event().wait(0.05)
+        deadline -= 0.05
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        telemetry.reset()
+        pytest.fail("the forked child hung on the OpenTelemetry import")
+    telemetry.reset()
+    assert os.waitstatus_to_exitcode(status) == 0
