@@ -48,10 +48,19 @@ def test_concurrent_async_calls_put_each_decision_on_their_own_span(order, aio_t
         if order == "install-then-instrument":
             instrument()
         async with aio_client(session, server) as client:
-            server.script(Reply.throttling(), Reply.throttling("Too many tokens per day, please wait before trying "
-                                                               "again."))
-            return await asyncio.gather(aconverse(client, text="a"), aconverse(client, text="b"),
+            server.handler = answers  # per task, whatever order the tasks' requests arrive in
+            return await asyncio.gather(aconverse(client, text="retried"), aconverse(client, text="refused"),
                                         return_exceptions=True)
+
+    throttled = []
+
+    def answers(request):
+        if b"refused" in request.body:
+            return Reply.throttling("Too many tokens per day, please wait before trying again.")
+        if not throttled:
+            throttled.append(request)
+            return Reply.throttling()
+        return None
 
     results = asyncio.run(scenario())
     assert sorted(type(r).__name__ for r in results) == ["ThrottlingException", "dict"]
