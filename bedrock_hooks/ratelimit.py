@@ -403,8 +403,9 @@ class RateLimit(ClientFeature):
             cost, estimate = request_cost(scope.target, (event_name or "").rsplit(".", 1)[-1], request, bucket.output_avg)
             now = self.runtime.clock()
             wait = bucket.before_send(now, self.max_wait, cost)
-            telemetry.waited(self, "rate-limit", wait, request=request, event_name=event_name)
             self._local.sent = (request, scope, Reservation(bucket, cost, now), estimate)
+            if wait > 0:  # a paced send (an unpaced one calls no telemetry)
+                telemetry.waited(self, "rate-limit", wait, request=request, event_name=event_name)
             if wait > 0 and self.is_async:
                 return aio.pause(self.runtime.async_sleep, wait)  # awaited by aiobotocore; resolves to None
             if wait > 0:
