@@ -87,13 +87,6 @@ TOKEN_OPERATIONS = frozenset({"Converse", "InvokeModel"}) | STREAMING
 TOKEN_CONFIG = pacing.PacingConfig(burst=60.0)
 
 
-def _observe_engaging(state: pacing.State, throttled: bool, sent_at: float, now: float,
-                      config: pacing.PacingConfig) -> tuple[pacing.State, bool]:
-    """:func:`pacing.observe`, and whether this answer is the one that engaged pacing (telemetry counts it)."""
-    new, _rate = pacing.observe(state, throttled, sent_at, now, config)
-    return new, bool(new["engaged"]) and not state["engaged"]
-
-
 class Bucket:
     """Pacing for one quota scope: the :mod:`~bedrock_hooks.pacing` state, changed under a lock.
 
@@ -140,8 +133,9 @@ class Bucket:
         thread's last :meth:`before_send`; never reserved counts as before the last cut)."""
         if sent_at is None:
             sent_at = getattr(self._local, "reserved", pacing.NEVER)
-        engaged = self._apply(_observe_engaging, throttled, sent_at, now)
-        if engaged:
+        was_engaged = self._state["engaged"]  # this process's view (a fleet bucket keeps it in step)
+        self._apply(pacing.observe, throttled, sent_at, now)
+        if self._state["engaged"] and not was_engaged:
             telemetry.rate_limit_engaged()
 
     # -- reading -----------------------------------------------------------------------------------
