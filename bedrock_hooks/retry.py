@@ -210,8 +210,7 @@ class ClientHooks(ClientFeature):
         self.budget.give_back(retry.charged)
         state.advance(Verdict(False, reason=Reason.REMEDY_UNAVAILABLE),
                       replace(retry, held=max(0, retry.held - retry.charged), charged=0))
-        logger.info("bedrock-hooks: the remedy failed -> stop after attempt %d (%s)", retry.attempts,
-                    Reason.REMEDY_UNAVAILABLE.value)
+        telemetry.decision(self, None, state.classification, state.verdict, retry.attempts, request=request_dict)
 
     def _sleep(self, delay: float) -> float:
         """Sleep the backoff here (botocore gets a zero, so nothing sleeps twice); if the injected sleep

@@ -343,6 +343,8 @@ def decision(feature: Any, operation: Any, classification: Any, verdict: Any, at
     """
     try:
         model = _model_of(request, model)
+        if operation is None:  # a decision taken back later (an async remedy that failed): the call's own
+            operation = _remembered(request.get("context") if isinstance(request, dict) else None)[0]
         operation = _operation_name(operation)
         _remember_call(request, operation, model)
         entry = classification.entry if classification is not None else None

@@ -98,3 +98,30 @@ def test_async_final_failure_is_logged_once(server, fake_time, caplog):
     records = [(r.levelname, vars(r).get("bedrock_hooks.event")) for r in caplog.records
                if r.name == "bedrock_hooks.decisions"]
     assert records == [("INFO", "decision"), ("WARNING", "final_failure")]
+
+
+def test_an_async_remedy_that_fails_is_a_second_decision_stop(metrics, server, fake_time, caplog):
+    """The async remedy runs after the decision (awaited before the retry): when it fails the retry is taken
+    back, and that is a decision too: a stop, `remedy-unavailable`, logged like every other."""
+    import logging
+
+    from test_aio_retry import AsyncProvider, _expire, _refreshable_aio_session
+
+    provider = AsyncProvider(fail=True)
+
+    async def scenario():
+        session = _refreshable_aio_session(provider)
+        bedrock_hooks.install(session, runtime=fake_time.runtime())
+        async with aio_client(session, server, session_credentials=True) as client:
+            _expire(server, "AKID0")
+            with pytest.raises(ClientError):
+                await aconverse(client)
+
+    with caplog.at_level(logging.INFO, logger="bedrock_hooks"):
+        asyncio.run(scenario())
+    assert metrics.total("bedrock_hooks.decisions", entry="ExpiredToken", reason="remedy", action="retry") == 1
+    assert metrics.total("bedrock_hooks.decisions", entry="ExpiredToken", reason="remedy-unavailable",
+                         action="stop", operation="Converse", model=MODEL) == 1
+    assert metrics.total("bedrock_hooks.calls", outcome="failed", reason="remedy-unavailable") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "bedrock_hooks.decisions"]
+    assert "bedrock-hooks: Converse: ExpiredToken -> stop after attempt 1 (remedy-unavailable)" in lines
