@@ -125,3 +125,23 @@ def test_an_async_remedy_that_fails_is_a_second_decision_stop(metrics, server, f
     assert metrics.total("bedrock_hooks.calls", outcome="failed", reason="remedy-unavailable") == 1
     lines = [r.getMessage() for r in caplog.records if r.name == "bedrock_hooks.decisions"]
     assert "bedrock-hooks: Converse: ExpiredToken -> stop after attempt 1 (remedy-unavailable)" in lines
+
+
+def test_an_async_stream_reissue_is_counted_and_its_ended_span_is_left_alone(aio_tracing, metrics, server, fake_time,
+                                                                            caplog):
+    """aiobotocore streams are re-issued too (issue 13). OpenTelemetry 0.66b2 ends an aiobotocore stream call's
+    span when the call returns (no Bedrock extension for aiobotocore), so the stream's decisions are metrics and
+    log lines only: nothing is added to the ended span, and nothing fails."""
+    from test_aio_streams import ANSWER, THROTTLED, read_all
+
+    exporter, instrument = aio_tracing
+    instrument()
+    server.script(Reply.stream([THROTTLED]), Reply.stream(ANSWER))
+    events = read_all(server, fake_time.runtime())
+    assert [e for e in events if "contentBlockDelta" in e]
+    assert metrics.total("bedrock_hooks.streams.reissued", operation="ConverseStream", model=MODEL) == 1
+    assert metrics.total("bedrock_hooks.decisions", operation="ConverseStream", action="retry") == 1
+    assert metrics.total("bedrock_hooks.calls", operation="ConverseStream", outcome="recovered") == 1
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2 and all(not span.events for span in spans)
+    assert not [r for r in caplog.records if "internal error" in r.getMessage() or "ended span" in r.getMessage()]
