@@ -202,7 +202,8 @@ class _StreamCall:
                 return _Reissue(verdict.delay, classification, _method(client, self.operation),
                                 self.state.retry.charged)
             reason = Reason.REISSUE_FAILED if verdict.retry else verdict.reason
-        telemetry.stream_failed(self.hooks, self.operation, classification, self.state.attempts, reason, self._model(), self.span)
+        telemetry.stream_failed(self.hooks, self.operation, classification, self.state.attempts, reason,
+                                self._model(), self.span)
         self._annotate(exc, classification, reason)
         return None
 
@@ -233,7 +234,8 @@ class _StreamCall:
         verdict, retry = hooks.policy.decide(classification, state.retry, hooks.runtime.clock(), budget=charge,
                                              calm=hooks.budget.calm, rng=hooks.runtime.rng)
         state.advance(verdict, retry)
-        telemetry.decision(hooks, self.operation, classification, verdict, retry.attempts, model=self._model(), span=self.span)
+        telemetry.decision(hooks, self.operation, classification, verdict, retry.attempts, model=self._model(),
+                           span=self.span)
         self.decided = classification  #: what the latest decision was about (the outcome's attributes)
         return verdict
 
