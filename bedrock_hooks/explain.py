@@ -292,8 +292,8 @@ def _pacing_steps(found: Explanation, settings: Settings, steps: list[str]) -> N
     """Throttling answers feed the process-wide rate limiter, whoever decides the retries."""
     if found.entry.backoff is Backoff.THROTTLE and found.entry.decision is Decision.RETRY:
         if settings.rate_limit:
-            steps.append("throttling answers feed the process-wide rate limiter, which paces every thread once "
-                         "several are throttled (BEDROCK_HOOKS_RATE_LIMIT=on).")
+            steps.append("throttling answers feed the process-wide rate limiter, which paces the quota's tokens per "
+                         "minute once 429s are a large share of its answers (BEDROCK_HOOKS_RATE_LIMIT=on).")
         else:
             steps.append("no process-wide pacing (BEDROCK_HOOKS_RATE_LIMIT=off).")
 
