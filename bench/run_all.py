@@ -25,6 +25,7 @@ import fault_mix  # noqa: E402
 import overhead  # noqa: E402
 import startup  # noqa: E402
 import throttle_storm  # noqa: E402
+import token_storm  # noqa: E402
 
 
 def _idle_drop(smoke: bool) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def run(smoke: bool, out: Path, command: str) -> dict[str, Any]:
              ("startup", lambda: _startup(smoke)),
              ("idle_drop", lambda: _idle_drop(smoke)),
              ("throttle_storm", lambda: throttle_storm.run(smoke=smoke)),
-             ("fault_mix", lambda: fault_mix.run(smoke=smoke))]
+             ("fault_mix", lambda: fault_mix.run(smoke=smoke)),
+             ("token_storm", lambda: token_storm.run(smoke=smoke))]
     for name, step in steps:
         t0 = time.monotonic()
         print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
@@ -143,6 +145,16 @@ def render(results: dict[str, Any]) -> str:
                 "p50/p99 over all calls.\n\n" + fault_mix.table(r) + "\n\n" + fault_mix.summary(r))
 
     lines += ["## 5. Fault mix (`bench/fault_mix.py`)", "", _section(results, "fault_mix", faults), ""]
+
+    def tokens(r: dict[str, Any]) -> str:
+        p = r["params"]
+        return (f"Token quota on one model: {p['tpm']:,.0f} tokens/min, bucket {p['burst_s']:g} s deep; each Converse "
+                f"reserves its prompt + maxTokens {p['max_tokens']} and settles to prompt + {p['output_tokens']} output "
+                f"tokens after {p['service_ms']:g} ms; {p['duration']:g} s per mode and thread count, deadline "
+                f"{p['deadline']:g} s, per-thread clients. Goodput and quota used are read when the time is up.\n\n"
+                + token_storm.table(r))
+
+    lines += ["## 6. Token quota storm (`bench/token_storm.py`)", "", _section(results, "token_storm", tokens), ""]
     lines += ["---", "", "Durations (s): " + ", ".join(f"{k} {v}" for k, v in results["durations_s"].items()),
               "", "Raw numbers: `" + ("RESULTS-smoke.json" if results["smoke"] else "RESULTS.json") + "`.", ""]
     return "\n".join(lines)
@@ -157,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/run_all.py" + (" --smoke" if args.smoke else "")
     results = run(args.smoke, out, command)
     print(out.read_text())
-    failed = [k for k in ("overhead", "startup", "throttle_storm", "fault_mix") if "error" in results[k]]
+    failed = [k for k in ("overhead", "startup", "throttle_storm", "fault_mix", "token_storm") if "error" in results[k]]
     return 1 if failed else 0
 
 
