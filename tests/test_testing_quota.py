@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import botocore
 import botocore.exceptions
 import pytest
 from botocore.config import Config
@@ -302,11 +301,21 @@ def test_invoke_model_with_response_stream_metrics_in_last_chunk(server: Bedrock
 # -- prompt caching ----------------------------------------------------------------------------------
 
 
+def _add_cache_point_on_the_wire(client: Any) -> None:
+    """Append ``{"cachePoint": ...}`` to the serialized ``system`` (what Bedrock receives): the oldest botocore
+    CI tests has no cachePoint in its Converse model and would refuse it as a parameter."""
+    def add(request: Any, **_: Any) -> None:
+        body = json.loads(request.body)
+        body["system"].append({"cachePoint": {"type": "default"}})
+        request.data = json.dumps(body).encode()
+
+    client.meta.events.register("before-sign.bedrock-runtime.Converse", add)
+
+
 def test_cache_point_writes_then_reads_and_cache_reads_are_refunded(server: BedrockServer, client: Any) -> None:
-    if "cachePoint" not in client.meta.service_model.shape_for("SystemContentBlock").members:
-        pytest.skip(f"botocore {botocore.__version__}'s Converse model has no cachePoint (the server still counts it)")
     server.quota(SONNET4, tokens_per_minute=10_000, output_tokens=0)
-    system = [{"text": "s" * 400}, {"cachePoint": {"type": "default"}}]  # 100 cached tokens
+    system = [{"text": "s" * 400}]  # 100 cached tokens, once the cache point is added to the wire body
+    _add_cache_point_on_the_wire(client)
     kwargs = dict(modelId=SONNET4, system=system, messages=[{"role": "user", "content": [{"text": PROMPT}]}],
                   inferenceConfig={"maxTokens": 50})
     first, second = client.converse(**kwargs), client.converse(**kwargs)
