@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -470,7 +469,3 @@ def reset_stores(*families: str) -> None:
         for store in _stores.values():
             store.clear(*families)
 
-
-def finite(value: float, default: float = 0.0) -> float:
-    """``value`` when it is a finite number, else ``default`` (state read back from a shared server)."""
-    return value if isinstance(value, float) and math.isfinite(value) else default

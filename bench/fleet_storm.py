@@ -314,6 +314,34 @@ def idle_table(idle: dict[str, Any]) -> str:
                            "one pacing reserve (µs)"], rows)
 
 
+def section(results: dict[str, Any], number: int = 6) -> str:
+    """The RESULTS.md section: setup, the storm table, scaling, the idle cost, the plot."""
+    q, m = results["quota"], results["machine"]
+    lines = [f"## {number}. Fleet storm (`bench/fleet_storm.py`)", "",
+             f"Run on {m['date']} ({m['cores']} cores shared with other jobs; Python {m['python']}, botocore "
+             f"{m['botocore']}). One `{q['model']}` quota of {q['tokens_per_minute']:,.0f} tokens/min (bucket "
+             f"{q['burst']:,.0f} tokens) on the loopback server (own process, answers after {q['service_ms']:g} ms, "
+             f"{q['output_tokens']} output tokens); real worker processes x threads, one boto3 client per thread, "
+             f"calling back to back; prompts of {PROMPT_TOKENS[0]}-{PROMPT_TOKENS[1]} tokens, `maxTokens` "
+             f"{MAX_TOKENS[0]}-{MAX_TOKENS[1]} on {1 - UNSET_SHARE:.0%} of the requests and unset (8,192 reserved) on "
+             f"the rest; {MAX_ATTEMPTS} attempts per call in every mode; a real `redis-server` on loopback "
+             f"(`BEDROCK_HOOKS_STATE_TIMEOUT={STATE_TIMEOUT}` on this loaded machine; \"Redis fallbacks\" counts the "
+             "times a process used its own state for 5 s). \"quota told\": `BEDROCK_HOOKS_QUOTAS=<model>=<tokens/s>/s`. "
+             "Goodput is the quota tokens settled while the storm lasted over what the quota could settle (bucket + "
+             "duration x refill); 429s are counted by the server over the same time; latency is of the successful "
+             "calls; fairness is Jain's index of the tokens each process got (1.0: equal shares).", "",
+             storm_table(results["storm"]), ""]
+    if "scaling" in results:
+        lines += ["Scaling (the learned rate, the default; half the storm's duration per row):", "",
+                  storm_table(results["scaling"]), "", "![fleet storm](fleet_storm.png)", ""]
+    if "idle" in results:
+        lines += ["Success path, no quota pressure (one process, one thread, loopback calls back to back; two runs "
+                  "each, interleaved) and the cost of one pacing reservation through each store (a Redis round trip "
+                  "on loopback, measured in the driver process):", "", idle_table(results["idle"]), ""]
+    lines += ["Raw numbers: `RESULTS-fleet.json`.", ""]
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], path: Path) -> Path | None:
     plt = try_pyplot()
     if plt is None or "scaling" not in results:
