@@ -413,6 +413,31 @@ def _import_if_installed(module: str) -> None:
         pass
 
 
+def check_state(context: Context) -> list[Check]:
+    """Where shared state lives (``BEDROCK_HOOKS_STATE_URL``) and, for Redis, whether it answers a PING now."""
+    from . import store
+
+    url = getattr(context.settings, "state_url", "memory://") or "memory://"
+    if not url.lower().startswith(("redis://", "rediss://")):
+        return [Check("shared state", "store", "info", f"{url} (in-process: each process paces and remembers alone)")]
+    where = store.redacted(url)  # never the password
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=min(1.0, context.timeout),
+                                      socket_connect_timeout=min(1.0, context.timeout))
+        started = time.monotonic()
+        client.ping()
+        elapsed = (time.monotonic() - started) * 1e3
+        client.close()
+    except Exception as exc:  # unreachable, refused, auth: the calls fall back to in-process state
+        return [Check("shared state", "store", "warn",
+                      f"{where} does not answer ({type(exc).__name__}): calls use in-process state until it does")]
+    return [Check("shared state", "store", "ok",
+                  f"{where} answers (PING {elapsed:.1f} ms; redis-py {redis.__version__}); calls wait at most "
+                  f"{getattr(context.settings, 'state_timeout', 0.005) * 1e3:g} ms for it")]
+
+
 Section = Callable[[Context], list[Check]]
 
 #: The report, in order. Each function returns the rows of one section (its ``Check.section``).
@@ -420,6 +445,7 @@ SECTIONS: tuple[Section, ...] = (
     check_versions,
     check_compatibility,
     check_keepalive,
+    check_state,
     check_configuration,
     check_zero_code,
     check_credentials,

@@ -97,7 +97,10 @@ def test_state_url_option_warns_once_and_never_shows_the_password(caplog):
     caplog.set_level(logging.WARNING, logger="bedrock_hooks")
     assert load_settings({}).state_url == "memory://"
     url = "redis://:s3cret-pass@127.0.0.1:6379/0"
-    assert load_settings({"BEDROCK_HOOKS_STATE_URL": url}).state_url == url
+    import importlib.util  # where redis-py is missing (the oldest CI env) a valid URL is memory:// too
+
+    valid = url if importlib.util.find_spec("redis") is not None else "memory://"
+    assert load_settings({"BEDROCK_HOOKS_STATE_URL": url}).state_url == valid
     for bad in ("http://:s3cret-pass@host/0", "redis://:s3cret-pass@/0", "redis://:s3cret-pass@h:99999/0",
                 "redis://:s3cret-pass@h/zero"):
         assert load_settings({"BEDROCK_HOOKS_STATE_URL": bad}).state_url == "memory://"
