@@ -8,6 +8,8 @@ actually sleeps): without aiobotocore installed nothing async is imported.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,3 +51,27 @@ async def pause(sleep: Callable[[float], Awaitable[None]], seconds: float) -> No
     """Await ``sleep(seconds)`` and resolve to None: what a ``before-send`` handler may return to wait
     without answering the request (any other value would be taken for the HTTP response)."""
     await sleep(seconds)
+
+
+class TaskLocal:
+    """``threading.local`` that is also task-local: attributes live in a context variable, which every
+    thread and every asyncio task sees its own copy of (tasks inherit a copy of their creator's values;
+    a write never reaches another task). For state a handler keeps between two events of one attempt
+    (``before-send`` -> ``response-received``), where tasks interleave on one thread."""
+
+    __slots__ = ("_var",)
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_var", contextvars.ContextVar(f"bedrock_hooks_local_{id(self)}"))
+
+    def __getattr__(self, name: str) -> Any:
+        values = self._var.get(None)
+        if values is None or name not in values:
+            raise AttributeError(name)
+        return values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        values = self._var.get(None)
+        updated = dict(values) if values else {}  # copy on write: an inherited dict is never mutated
+        updated[name] = value
+        self._var.set(updated)

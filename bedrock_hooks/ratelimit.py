@@ -50,7 +50,6 @@ parsed). State is O(1) per bucket and at most :data:`MAX_BUCKETS` buckets live;
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
@@ -99,7 +98,7 @@ class Bucket:
         self.clock = clock
         self.config = config
         self._lock = process.lock()
-        self._local = threading.local()  # reservation time of this thread's last attempt (tests' convenience)
+        self._local = aio.TaskLocal()  # reservation time of this thread's (or task's) last attempt
         self._state: pacing.State = pacing.new_state(clock(), config)
         #: Output tokens of this scope's answers, moving average (0.0: none seen). A local estimator, not
         #: pacing state: it only shapes what this process books for its next requests.
@@ -355,7 +354,7 @@ class RateLimit(ClientFeature):
         self.max_wait = float(settings.backoff_cap)
         self.quotas: tuple[tuple[str, float, float], ...] = tuple(getattr(settings, "quotas", ()) or ())
         self._configs: dict[str, pacing.PacingConfig | None] = {}  #: target -> fixed pacing (bounded)
-        self._local = threading.local()  # the attempt this thread is sending: its answer's scope comes from it
+        self._local = aio.TaskLocal()  # the attempt this thread (or asyncio task) is sending: its answer's scope comes from it
         self.fleet = _fleet_of(settings, self.runtime, self.is_async)  #: None: this process's own buckets
 
     def attach(self) -> None:
