@@ -21,7 +21,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from . import compat, process
+from . import aio, compat, process
 from .retry_slot import botocore_retry_handler
 
 _lock = process.lock()
@@ -89,7 +89,8 @@ def budget_for(client: Any) -> RetryBudget:
     with _lock:
         budget = _budgets.get(client)
         if budget is None:
-            if not compat.available(compat.RETRY_QUOTA):
+            if not compat.available(compat.RETRY_QUOTA) or (aio.is_async(client)
+                                                            and not compat.available(compat.AIO_RETRY_QUOTA)):
                 budget = RetryBudget(None, private=False)
             else:
                 checker = _botocore_checker(client)

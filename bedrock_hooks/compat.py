@@ -46,6 +46,10 @@ RETRY_QUOTA = "retry-quota"
 SESSIONS = "sessions"
 AIO_CONNECTIONS = "aio-connections"
 AIO_STREAMS = "aio-streams"
+AIO_SESSIONS = "aio-sessions"
+AIO_REFRESH_CREDENTIALS = "aio-refresh-credentials"
+AIO_RETRY_QUOTA = "aio-retry-quota"
+AIO_CUT_ANSWERS = "aio-cut-answers"
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     Feature(AIO_CONNECTIONS, "per-socket TCP keep-alive and idle-connection eviction on aiobotocore clients "
                              "(aiohttp's connector)"),
     Feature(AIO_STREAMS, "hints and transparent re-issue for event streams on aiobotocore clients"),
+    Feature(AIO_SESSIONS, "install(aio_session) scoped to that session (install() and install(aio_client) need "
+                          "no aiobotocore internal)"),
+    Feature(AIO_REFRESH_CREDENTIALS, "forced refresh of expired aiobotocore refreshable credentials"),
+    Feature(AIO_RETRY_QUOTA, "charging aiobotocore's retry quota for the library's retries on async clients"),
+    Feature(AIO_CUT_ANSWERS, "noticing a 2xx cut short on async clients (aiohttp's own length check stays)"),
 )}
 
 
@@ -296,6 +305,49 @@ def _aio_event_stream() -> bool:
             and inspect.isasyncgen(stream._event_generator) and inspect.iscoroutinefunction(stream._parse_event))
 
 
+def _aio_client_creator() -> bool:
+    """The coroutine every aiobotocore session builds its clients with (patches.AIO_CREATE_CLIENT), and the
+    session's event emitter it keeps (how installation tells which session made a client)."""
+    from aiobotocore.client import AioClientCreator
+    from botocore.client import ClientCreator
+
+    return (inspect.iscoroutinefunction(vars(AioClientCreator)["create_client"])
+            and _assigned_in_init(ClientCreator, "_event_emitter"))
+
+
+def _aio_refreshable_credentials() -> bool:
+    import datetime
+
+    from aiobotocore.credentials import AioRefreshableCredentials
+
+    async def refresh() -> dict[str, str]:
+        return {}
+
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    credentials = AioRefreshableCredentials("AKIDCOMPATPROBE", "compat-probe-secret", None, expiry, refresh, "probe")
+    return (credentials._refresh_using is refresh and inspect.iscoroutinefunction(credentials._protected_refresh)
+            and "is_mandatory" in _parameters(credentials._protected_refresh)
+            and hasattr(credentials._refresh_lock, "__aenter__"))
+
+
+def _aio_retry_quota() -> bool:
+    from aiobotocore.retries.standard import AioRetryHandler
+    from botocore.retries.standard import RetryHandler
+
+    return (issubclass(AioRetryHandler, RetryHandler) and _assigned_in_init(RetryHandler, "_retry_quota")
+            and inspect.iscoroutinefunction(AioRetryHandler.needs_retry))
+
+
+def _aio_read_body() -> bool:
+    """aiobotocore reads a non-streaming body before needs-retry and keeps it in ``_content``, which a sync
+    handler reads (its ``content`` is a coroutine: never created there)."""
+    from aiobotocore import endpoint
+    from aiobotocore.awsrequest import AioAWSResponse
+
+    return ("_content" in AioAWSResponse._content_prop.__code__.co_names
+            and "content" in endpoint.convert_to_response_dict.__code__.co_names)
+
+
 def _aiohttp_connector() -> bool:
     """``TCPConnector(socket_factory=...)`` (aiohttp 3.12+) used for every new socket, the idle limit ``_get``
     reads at hand-out, and the pooled/acquired connections (a connector needs a running loop: read, not built)."""
@@ -357,6 +409,14 @@ CHECKS: tuple[Check, ...] = (
           (AIO_CONNECTIONS,), _aiohttp_connector, loaded="aiobotocore"),
     Check("aiobotocore AioEventStream._event_generator (async generator) / _parse_event (coroutine)",
           (AIO_STREAMS,), _aio_event_stream, loaded="aiobotocore"),
+    Check("aiobotocore AioClientCreator.create_client (a coroutine) / ClientCreator._event_emitter",
+          (AIO_SESSIONS,), _aio_client_creator, loaded="aiobotocore"),
+    Check("aiobotocore AioRefreshableCredentials._protected_refresh (a coroutine) / _refresh_lock (async)",
+          (AIO_REFRESH_CREDENTIALS,), _aio_refreshable_credentials, loaded="aiobotocore"),
+    Check("aiobotocore AioRetryHandler (a RetryHandler: ._retry_quota, async needs_retry)", (AIO_RETRY_QUOTA,),
+          _aio_retry_quota, loaded="aiobotocore"),
+    Check("aiobotocore AioAWSResponse._content (the body read before needs-retry)", (AIO_CUT_ANSWERS,),
+          _aio_read_body, loaded="aiobotocore"),
 )
 
 

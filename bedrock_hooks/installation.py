@@ -181,9 +181,17 @@ def _acquire_create_client(installation: Installation) -> None:
     """Hold both client-creation patches: botocore's now, aiobotocore's once aiobotocore is imported."""
     patches.CREATE_CLIENT.acquire(installation)
     if patches.AIO_CREATE_CLIENT.loaded:
-        safe_invoke("create-client", patches.AIO_CREATE_CLIENT.acquire, installation)
+        _acquire_aio_create_client(installation)
     else:
         _watch_async_sessions()
+
+
+def _acquire_aio_create_client(installation: Installation) -> None:
+    """Once aiobotocore is imported: its client creator is patched (the patch checks it is still a coroutine).
+
+    No compat probe here: this runs inside aiobotocore's own import (the launcher's order), where probing
+    other aiobotocore modules would import them out of their order."""
+    safe_invoke("create-client", patches.AIO_CREATE_CLIENT.acquire, installation)
 
 
 def _release_create_client(installation: Installation) -> None:
@@ -199,7 +207,7 @@ def _aiobotocore_imported(*_: Any) -> None:
     """aiobotocore was imported after installing (the launcher installs first): patch its sessions now."""
     with _lock:
         for installation in _holders():
-            safe_invoke("create-client", patches.AIO_CREATE_CLIENT.acquire, installation)
+            _acquire_aio_create_client(installation)
 
 
 def _watch_async_sessions() -> None:
@@ -334,8 +342,10 @@ patches.CREATE_CLIENT.set_hook(_on_client_created)
 def _on_aio_client_created(client: Any, creator: Any, *args: Any, **kwargs: Any) -> Any:
     """The :data:`patches.AIO_CREATE_CLIENT` hook: aiobotocore's client creator is made by a session, with
     that session's event emitter; the session is the installed one whose emitter it is."""
-    emitter = getattr(creator, "_event_emitter", None)
-    session = next((s for s in list(_sessions) if aio.is_async(s) and _emitter_of(s) is emitter), None)
+    session = None
+    if _sessions and compat.available(compat.AIO_SESSIONS):  # else the global installation alone
+        emitter = getattr(creator, "_event_emitter", None)
+        session = next((s for s in list(_sessions) if aio.is_async(s) and _emitter_of(s) is emitter), None)
     _after_create_client(session, client)
     return client
 

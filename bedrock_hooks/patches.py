@@ -39,6 +39,7 @@ import enum
 import functools
 import importlib
 import importlib.util
+import inspect
 import sys
 import logging
 import weakref
@@ -152,11 +153,12 @@ class Patch:
             return True
         owner = self._owner()
         current = self._current(owner)
-        if current is None:
+        if current is None or (self.is_async and not _in_chain(current, self.name)
+                               and not inspect.iscoroutinefunction(current)):
             if not self._unavailable:
                 self._unavailable = True
-                logger.warning("bedrock-hooks: %s not found in this botocore; the feature that needs it is off",
-                               self.name)
+                logger.warning("bedrock-hooks: %s not found in this botocore%s; the feature that needs it is off",
+                               self.name, " (or not a coroutine)" if self.is_async else "")
             return False
         if not _in_chain(current, self.name):  # else our layer is still there, under another wrapper
             self._original = current

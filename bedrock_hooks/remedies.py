@@ -143,6 +143,8 @@ async def refresh_credentials_async(credentials: Any, *, seen: Any = None,
         return False
     if not hasattr(lock, "__aenter__"):  # botocore's own credentials on an async client: a threading lock
         return refresh_credentials(credentials, seen=seen, clock=clock)
+    if not compat.available(compat.AIO_REFRESH_CREDENTIALS):  # aiobotocore's refresh internals moved: warns once
+        return False
     arrived = clock()
     async with lock:
         reused = _reused(credentials, seen, arrived)
