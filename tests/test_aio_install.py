@@ -223,3 +223,41 @@ def test_without_aiobotocore_nothing_async_is_imported(server):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "ASYNC []" in done.stdout
+
+
+def test_aiobotocores_patch_under_another_wrapper_is_left_in_place_as_a_pass_through(server, fake_time):
+    """patches.py's discipline for the async layer: refcounted, another library's wrapper on top of ours
+    (OpenTelemetry, a test's mock) is never dropped; ours then passes through, and is re-armed."""
+    wrapt = require("wrapt", group="aio")
+    from aiobotocore.client import AioClientCreator
+
+    original = vars(AioClientCreator)["create_client"]
+    session_installation = bedrock_hooks.install(aiobotocore_session(), runtime=fake_time.runtime())
+    everywhere = bedrock_hooks.install(runtime=fake_time.runtime())
+    ours = vars(AioClientCreator)["create_client"]
+    assert ours is not original and patches.AIO_CREATE_CLIENT.state() is patches.State.ON
+    session_installation.uninstall()
+    assert patches.AIO_CREATE_CLIENT.state() is patches.State.ON  # still held by install()
+    seen = []
+
+    async def theirs(wrapped, instance, args, kwargs):
+        seen.append(instance)
+        return await wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper(AioClientCreator, "create_client", theirs)
+    try:
+        everywhere.uninstall()
+        assert patches.AIO_CREATE_CLIENT.state() is patches.State.PASS_THROUGH
+
+        async def create():
+            async with aio_client(aiobotocore_session(), server) as client:
+                return our_ids(client)
+
+        assert asyncio.run(create()) == [] and len(seen) == 1  # their wrapper ran, ours passed through
+        again = bedrock_hooks.install(runtime=fake_time.runtime())
+        assert patches.AIO_CREATE_CLIENT.state() is patches.State.UNDER
+        assert asyncio.run(create()) and len(seen) == 2  # re-armed under their wrapper
+        again.uninstall()
+    finally:
+        setattr(AioClientCreator, "create_client", original)
+        patches.AIO_CREATE_CLIENT._layer = patches.AIO_CREATE_CLIENT._original = None

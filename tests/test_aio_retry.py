@@ -252,3 +252,26 @@ def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
     assert info["entry"] == "ExpiredToken" and info["stopped_because"] == "remedy-unavailable"
     assert "refresh failed" in str(error)
     assert available == 500  # the retry's charge was given back
+
+
+@pytest.mark.filterwarnings("ignore:aiobotocore's httpx backend:DeprecationWarning")  # aiobotocore's, not ours
+def test_the_httpx_backend_is_served_alike(server, fake_time):
+    """aiobotocore's httpx backend (``AioConfig(http_session_cls=HttpxSession)``: AnyioEndpoint, anyio retry
+    handler): backoff on the injected async clock, a cut body retried on a fresh connection."""
+    pytest.importorskip("httpx", reason="aiobotocore's httpx backend needs httpx (optional)")
+    from aiobotocore.config import AioConfig
+    from aiobotocore.httpxsession import HttpxSession
+
+    from conftest import CREDS
+
+    async def scenario():
+        session = aiobotocore_session()
+        bedrock_hooks.install(session, runtime=async_runtime(fake_time))
+        config = AioConfig(http_session_cls=HttpxSession, retries={"mode": "standard"}, read_timeout=5)
+        async with session.create_client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url,
+                                         config=config, **CREDS) as client:
+            server.script(Reply.throttling(), Reply.truncated(Reply.ok(), 10))
+            return await aconverse(client)
+
+    reply = run(scenario())
+    assert reply["ResponseMetadata"]["RetryAttempts"] == 2 and len(fake_time.sleeps) == 1
