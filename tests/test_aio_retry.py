@@ -20,6 +20,7 @@ import bedrock_hooks
 from bedrock_hooks.budget import budget_for
 from bedrock_hooks.features import Runtime
 from bedrock_hooks.testing import Reply
+from _requires import require
 from _aio import aconverse, aio_botocore_time, aio_client, aiobotocore_session  # noqa: F401 (fixture)
 
 EXPIRED = Reply.error(403, "ExpiredTokenException", "The security token included in the request is expired")
@@ -258,7 +259,7 @@ def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
 def test_the_httpx_backend_is_served_alike(server, fake_time):
     """aiobotocore's httpx backend (``AioConfig(http_session_cls=HttpxSession)``: AnyioEndpoint, anyio retry
     handler): backoff on the injected async clock, a cut body retried on a fresh connection."""
-    pytest.importorskip("httpx", reason="aiobotocore's httpx backend needs httpx (optional)")
+    require("httpx", group="httpx")  # aiobotocore's optional httpx backend (.ci/envs: the aio environment)
     from aiobotocore.config import AioConfig
     from aiobotocore.httpxsession import HttpxSession
 
