@@ -256,12 +256,16 @@ def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
 
 
 @pytest.mark.filterwarnings("ignore:aiobotocore's httpx backend:DeprecationWarning")  # aiobotocore's, not ours
-def test_the_httpx_backend_is_served_alike(server, fake_time):
+def test_the_httpx_backend_is_served_alike(server, fake_time, monkeypatch):
     """aiobotocore's httpx backend (``AioConfig(http_session_cls=HttpxSession)``: AnyioEndpoint, anyio retry
     handler): backoff on the injected async clock, a cut body retried on a fresh connection."""
     require("httpx", group="httpx")  # aiobotocore's optional httpx backend (.ci/envs: the aio environment)
+    from aiobotocore import httpxsession
     from aiobotocore.config import AioConfig
     from aiobotocore.httpxsession import HttpxSession
+
+    if hasattr(httpxsession, "_LEGACY_HTTPX_WARNED"):  # aiobotocore warns once per process about legacy httpx:
+        monkeypatch.setattr(httpxsession, "_LEGACY_HTTPX_WARNED", True)  # leave that once to tests that expect it
 
     from conftest import CREDS
 
