@@ -108,8 +108,6 @@ PLATFORM_SKIPS = {
     ("*", 'not hasattr(socket, "TCP_KEEPIDLE")'),
     ("test_testing_server.py", '"no IPv6"'),
     ("test_testing_server.py", '"IPv6 loopback unavailable"'),
-    # a botocore too old to model Converse's cachePoint (the oldest CI environment): not a symbol of this package
-    ("test_testing_quota.py", "Converse model has no cachePoint"),
 }
 
 
