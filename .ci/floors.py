@@ -1,7 +1,9 @@
-"""Print the oldest versions pyproject.toml claims: every ``name>=X`` of [project] dependencies as ``name==X``.
+"""Print the oldest versions pyproject.toml claims: every ``name>=X`` as ``name==X``.
 
-.ci/run installs these in the ``oldest`` environment, so a floor in pyproject.toml is always a tested one.
-A dependency without a ``>=`` floor is printed as it is written.
+``floors.py pyproject.toml`` prints the [project] dependencies; ``floors.py pyproject.toml redis otel``
+adds the floors of those optional extras. .ci/run installs these in the ``oldest`` environment (the
+``floors`` / ``floors[redis,otel]`` words of .ci/envs), so a floor in pyproject.toml is always a tested one.
+A requirement without a ``>=`` floor is printed as it is written.
 """
 
 from __future__ import annotations
@@ -13,15 +15,30 @@ from pathlib import Path
 _FLOOR = re.compile(r"^\s*([A-Za-z0-9._-]+)\s*(\[[^\]]*\])?\s*>=\s*([^,;\s]+)")
 
 
-def dependencies(pyproject: Path) -> list[str]:
-    """[project] dependencies (tomllib on 3.11+, a small parser for the one array on 3.10)."""
+def _arrays(text: str, table: str) -> dict[str, list[str]]:
+    """Python 3.10 (no tomllib): the ``name = [...]`` string arrays of one table, enough for these files."""
+    section = re.search(rf"^\[{re.escape(table)}\]\s*$(.*?)(?=^\[|\Z)", text, re.S | re.M)
+    body = section.group(1) if section else ""
+    return {name: re.findall(r"[\"']([^\"']+)[\"']", items)
+            for name, items in re.findall(r"^([A-Za-z0-9_-]+)\s*=\s*\[(.*?)\]", body, re.S | re.M)}
+
+
+def requirements(pyproject: Path, extras: list[str] = ()) -> list[str]:
+    """[project] dependencies, then those of each extra named (tomllib on 3.11+)."""
     text = pyproject.read_text(encoding="utf-8")
     try:
         import tomllib
-    except ImportError:  # Python 3.10: only the `dependencies = [...]` array is needed
-        block = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M)
-        return re.findall(r"[\"']([^\"']+)[\"']", block.group(1)) if block else []
-    return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
+    except ImportError:
+        project, optional = _arrays(text, "project"), _arrays(text, "project.optional-dependencies")
+    else:
+        data = tomllib.loads(text).get("project", {})
+        project, optional = {"dependencies": data.get("dependencies", [])}, data.get("optional-dependencies", {})
+    found = list(project.get("dependencies", []))
+    for extra in extras:
+        if extra not in optional:
+            raise SystemExit(f"floors.py: pyproject.toml has no extra {extra!r}")
+        found += optional[extra]
+    return found
 
 
 def floors(requirements: list[str]) -> list[str]:
@@ -34,4 +51,4 @@ def floors(requirements: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "pyproject.toml")
-    print(" ".join(floors(dependencies(path))))
+    print(" ".join(floors(requirements(path, sys.argv[2:]))))

@@ -110,6 +110,7 @@ def test_install_on_an_aioboto3_session_covers_its_clients(server, fake_time):
 
 
 def test_install_everywhere_covers_sync_and_async_clients_alike(server, fake_time):
+    require("aiobotocore.session", group="aio")  # before install(): aiobotocore imported, its patch engaged
     everywhere = bedrock_hooks.install(runtime=fake_time.runtime())
     assert patches.AIO_CREATE_CLIENT.held_by(everywhere) and patches.CREATE_CLIENT.held_by(everywhere)
 

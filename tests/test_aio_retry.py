@@ -22,6 +22,7 @@ from bedrock_hooks.features import Runtime
 from bedrock_hooks.testing import Reply
 from _requires import require
 from _aio import aconverse, aio_botocore_time, aio_client, aiobotocore_session  # noqa: F401 (fixture)
+from _requires import require
 
 EXPIRED = Reply.error(403, "ExpiredTokenException", "The security token included in the request is expired")
 
@@ -217,6 +218,7 @@ def _expire(server, key: str) -> None:
 
 
 def test_expired_async_credentials_are_refreshed_once_for_a_herd_of_tasks(server, fake_time):
+    require("aiobotocore.credentials", group="aio")
     provider = AsyncProvider()
     herd = 20
 
@@ -235,6 +237,7 @@ def test_expired_async_credentials_are_refreshed_once_for_a_herd_of_tasks(server
 
 
 def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
+    require("aiobotocore.credentials", group="aio")
     provider = AsyncProvider(fail=True)
 
     async def scenario():

@@ -101,6 +101,7 @@ def text_of(events) -> str:
 
 @pytest.mark.parametrize("frame,entry", FRAMES)
 def test_exception_frame_before_content_is_reissued_into_one_clean_stream(frame, entry, server, fake_time):
+    require("aiobotocore.eventstream", group="aio")
     from aiobotocore.eventstream import AioEventStream
 
     async def scenario():
@@ -185,6 +186,7 @@ def test_exception_frame_after_content_is_raised_with_a_hint(frame, entry, serve
 
 
 def test_reset_after_content_raises_aiohttps_error_with_a_hint(server, fake_time):
+    require("aiobotocore.eventstream", group="aio")
     import aiohttp
 
     server.script(Reply.stream(ANSWER[:2] + [EventFrame.reset()]), Reply.stream(ANSWER))
@@ -467,6 +469,7 @@ def test_an_aiobotocore_without_the_stream_internals_keeps_plain_streams(server,
     """A future aiobotocore that renames ``AioEventStream._parse_event`` (here: the class recompiled with the
     name changed) turns off only stream hints and re-issue on aio clients, with one warning: ``async for``
     reads its plain stream as before."""
+    require("aiobotocore.eventstream", group="aio")
     import aiobotocore.eventstream
     import aiobotocore.parsers
 

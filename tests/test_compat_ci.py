@@ -40,19 +40,31 @@ def ci_envs() -> dict[str, tuple[list[str], set[str]]]:
 
 
 def test_oldest_environment_installs_the_floors_pyproject_claims():
-    requirements = floors.floors(floors.dependencies(PYPROJECT))
+    requirements = floors.floors(floors.requirements(PYPROJECT))
     assert {r.split("==")[0] for r in requirements} >= {"botocore", "boto3", "wrapt"}
     assert all("==" in r for r in requirements), requirements
     # the first botocore whose bedrock-runtime has every operation the library handles (Converse and
     # ConverseStream since 1.34.116, ApplyGuardrail since 1.34.143)
     assert "botocore==1.34.143" in requirements
-    assert "floors" in ci_envs()["oldest"][0]
+    assert any(word == "floors" or word.startswith("floors[") for word in ci_envs()["oldest"][0])
 
 
-def test_floors_without_tomllib_read_the_same_dependencies(monkeypatch):
-    with_tomllib = floors.dependencies(PYPROJECT)
+def test_every_extra_floor_is_tested_somewhere():
+    """An extra's ``>=`` floor is a claim too: the oldest env installs it pinned (``floors[...]``), or its own
+    environment installs exactly that version (aiobotocore's floor is what the newest aioboto3 pins)."""
+    words = ci_envs()["oldest"][0]
+    named = next((w for w in words if w.startswith("floors[")), "floors[]")[len("floors["):-1].split(",")
+    pinned = set(floors.floors(floors.requirements(PYPROJECT, [n for n in named if n])))
+    tested_elsewhere = {"aio"}  # aiobotocore 2.25.1: the aioboto3 env (tests/test_aio_*.py print it)
+    for extra in ("redis", "otel", "aio"):
+        for requirement in floors.floors(floors.requirements(PYPROJECT, [extra]))[3:]:
+            assert requirement in pinned or extra in tested_elsewhere, f"{extra}: {requirement} is claimed, never tested"
+
+
+def test_floors_without_tomllib_read_the_same_requirements(monkeypatch):
+    with_tomllib = floors.requirements(PYPROJECT, ["redis", "otel"])
     monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10: `import tomllib` fails
-    assert floors.dependencies(PYPROJECT) == with_tomllib and with_tomllib
+    assert floors.requirements(PYPROJECT, ["redis", "otel"]) == with_tomllib and len(with_tomllib) > 3
 
 
 def test_the_matrix_covers_newest_oldest_urllib3_1_26_and_every_optional_group():
@@ -74,7 +86,7 @@ def test_doctor_names_the_same_floors_as_pyproject():
         parts = tuple(int(p) for p in text.split("."))
         return parts + (0,) * (3 - len(parts))
 
-    claimed = dict(r.split("==") for r in floors.floors(floors.dependencies(PYPROJECT)))
+    claimed = dict(r.split("==") for r in floors.floors(floors.requirements(PYPROJECT)))
     assert doctor.MIN_VERSIONS == {name: version(floor) for name, floor in claimed.items()}
 
 

@@ -103,6 +103,7 @@ def test_async_final_failure_is_logged_once(server, fake_time, caplog):
 def test_an_async_remedy_that_fails_is_a_second_decision_stop(metrics, server, fake_time, caplog):
     """The async remedy runs after the decision (awaited before the retry): when it fails the retry is taken
     back, and that is a decision too: a stop, `remedy-unavailable`, logged like every other."""
+    require("aiobotocore.credentials", group="aio")
     import logging
 
     from test_aio_retry import AsyncProvider, _expire, _refreshable_aio_session

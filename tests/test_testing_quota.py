@@ -319,10 +319,11 @@ def test_cache_point_writes_then_reads_and_cache_reads_are_refunded(server: Bedr
     kwargs = dict(modelId=SONNET4, system=system, messages=[{"role": "user", "content": [{"text": PROMPT}]}],
                   inferenceConfig={"maxTokens": 50})
     first, second = client.converse(**kwargs), client.converse(**kwargs)
-    assert first["usage"] == {"inputTokens": 10, "outputTokens": 0, "totalTokens": 110,
-                              "cacheReadInputTokens": 0, "cacheWriteInputTokens": 100}
-    assert second["usage"] == {"inputTokens": 10, "outputTokens": 0, "totalTokens": 110,
-                               "cacheReadInputTokens": 100, "cacheWriteInputTokens": 0}
+    parsed = client.meta.service_model.shape_for("TokenUsage").members  # the oldest botocore drops cache fields
+    assert first["usage"] == {k: v for k, v in {"inputTokens": 10, "outputTokens": 0, "totalTokens": 110,
+                              "cacheReadInputTokens": 0, "cacheWriteInputTokens": 100}.items() if k in parsed}
+    assert second["usage"] == {k: v for k, v in {"inputTokens": 10, "outputTokens": 0, "totalTokens": 110,
+                               "cacheReadInputTokens": 100, "cacheWriteInputTokens": 0}.items() if k in parsed}
     stats = server.quota_stats()[SONNET4]
     assert stats.reserved == 2 * (110 + 50)  # reads and writes are reserved...
     assert stats.settled == (10 + 100) + 10  # ...a write is charged, a read is refunded
