@@ -19,6 +19,7 @@ import bedrock_hooks
 from bedrock_hooks import compat, doctor, patches
 from bedrock_hooks.budget import budget_for
 from bedrock_hooks.testing import Reply
+from _requires import require
 from _aio import aconverse, aio_botocore_time, aio_client, aiobotocore_session, our_ids  # noqa: F401 (fixture)
 from test_aio_retry import AsyncProvider, _expire, _refreshable_aio_session
 
@@ -64,6 +65,7 @@ def test_doctor_shows_a_missing_aiobotocore_internal_and_what_it_turns_off(monke
 
 
 def test_without_the_async_refresh_internals_only_the_refresh_is_off(monkeypatch, server, fake_time, caplog):
+    require("aiobotocore.credentials", group="aio")
     _broken(monkeypatch, compat.AIO_REFRESH_CREDENTIALS)
     caplog.set_level(logging.WARNING, logger="bedrock_hooks.compat")
     provider = AsyncProvider()
@@ -106,6 +108,7 @@ def test_without_the_session_internal_install_session_falls_back_to_install_ever
 
 
 def test_a_client_creator_that_is_no_longer_a_coroutine_is_not_patched(monkeypatch, caplog):
+    require("aiobotocore.client", group="aio")
     from aiobotocore.client import AioClientCreator
 
     def create_client(self, *args, **kwargs):  # what a future aiobotocore might do

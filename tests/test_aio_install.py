@@ -229,6 +229,7 @@ def test_without_aiobotocore_nothing_async_is_imported(server):
 def test_aiobotocores_patch_under_another_wrapper_is_left_in_place_as_a_pass_through(server, fake_time):
     """patches.py's discipline for the async layer: refcounted, another library's wrapper on top of ours
     (OpenTelemetry, a test's mock) is never dropped; ours then passes through, and is re-armed."""
+    require("aiobotocore.client", group="aio")
     wrapt = require("wrapt", group="aio")
     from aiobotocore.client import AioClientCreator
 
