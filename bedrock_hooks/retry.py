@@ -62,6 +62,8 @@ class ClientHooks(ClientFeature):
             self._take_over_retries()
         else:
             self._guard_cut_answers()
+        if self.is_async:  # the OpenTelemetry import now, not inside the event loop's first retry decision
+            safe_invoke("telemetry setup", telemetry.prepare, self.settings)
         svc = self.service  # the hint and the final failure's log line and telemetry (hints off: no hint)
         self._registrations.add(f"after-call.{svc}", self.on_after_call, f"bedrock-hooks-hint-{svc}")
         self._registrations.add(f"after-call-error.{svc}", self.on_after_call_error, f"bedrock-hooks-hint-error-{svc}")
