@@ -262,6 +262,7 @@ def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
 def test_the_httpx_backend_is_served_alike(server, fake_time, monkeypatch):
     """aiobotocore's httpx backend (``AioConfig(http_session_cls=HttpxSession)``: AnyioEndpoint, anyio retry
     handler): backoff on the injected async clock, a cut body retried on a fresh connection."""
+    require("aiobotocore.session", group="aio")  # httpx alone (the frameworks env has it) is not enough
     require("httpx", group="httpx")  # aiobotocore's optional httpx backend (.ci/envs: the aio environment)
     from aiobotocore import httpxsession
     from aiobotocore.config import AioConfig
