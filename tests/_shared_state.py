@@ -20,3 +20,29 @@ def fresh_shared_state() -> Iterator[None]:
     yield
     fallbacks.reset_routers()
     ratelimit.reset()
+
+
+def throttle_from_two_threads(clients: list, fake_time, call) -> None:
+    """A storm that engages the rate limiter: 20 throttled calls from this thread over a second (one thread
+    alone does not engage it), then one from a second thread while the first is still alive (a finished
+    thread's id may be reused by the next one)."""
+    import threading
+
+    for _ in range(20):
+        call(clients[0])
+        fake_time.now += 0.05
+    release, first_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        call(clients[0])
+        first_done.set()
+        release.wait(5)
+
+    t = threading.Thread(target=first)
+    t.start()
+    first_done.wait(5)
+    second = threading.Thread(target=call, args=(clients[1],))
+    second.start()
+    second.join()
+    release.set()
+    t.join()

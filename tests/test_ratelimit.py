@@ -3,7 +3,6 @@ safety and a clean detach. Time is injected: nothing here sleeps for real."""
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 
@@ -12,6 +11,7 @@ from bedrock_hooks import ratelimit
 from bedrock_hooks.ratelimit import BETA, Bucket
 from bedrock_hooks.testing import Reply
 
+from _shared_state import throttle_from_two_threads
 from conftest import converse, make_client, new_session
 
 
@@ -285,25 +285,7 @@ def test_throttled_clients_are_paced_together_and_uninstall_restores_plain(serve
         except Exception:
             pass
 
-    for _ in range(20):  # a storm seen from this thread over a second: 429s only, but one thread does not engage
-        call(clients[0])
-        fake_time.now += 0.05
-    release = threading.Event()
-    first_done = threading.Event()
-
-    def first() -> None:
-        call(clients[0])
-        first_done.set()
-        release.wait(5)  # stay alive: a finished thread's id may be reused by the next one
-
-    t = threading.Thread(target=first)
-    t.start()
-    first_done.wait(5)
-    second = threading.Thread(target=call, args=(clients[1],))
-    second.start()
-    second.join()
-    release.set()
-    t.join()
+    throttle_from_two_threads(clients, fake_time, call)
     (bucket,) = [b for k, b in ratelimit.buckets().items() if k not in before]
     assert bucket.engaged and bucket.throttles == 22
     server.default = Reply.ok()

@@ -23,6 +23,7 @@ import bedrock_hooks
 from _requires import require
 from bedrock_hooks import ratelimit, telemetry
 from bedrock_hooks.testing import EventFrame, Reply
+from _shared_state import throttle_from_two_threads
 from conftest import CREDS, converse, make_client, new_session
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -266,24 +267,7 @@ def test_rate_limiter_engagement_and_its_pacing_waits(metrics, server, fake_time
         except ClientError:
             pass
 
-    for _ in range(20):  # one thread's storm over a second, then a throttle from a second live thread
-        call(clients[0])
-        fake_time.now += 0.05
-    release, first_done = threading.Event(), threading.Event()
-
-    def first() -> None:
-        call(clients[0])
-        first_done.set()
-        release.wait(5)
-
-    t = threading.Thread(target=first)
-    t.start()
-    first_done.wait(5)
-    second = threading.Thread(target=call, args=(clients[1],))
-    second.start()
-    second.join()
-    release.set()
-    t.join()
+    throttle_from_two_threads(clients, fake_time, call)
     assert any(bucket.engaged for bucket in ratelimit.buckets().values())
     assert metrics.total("bedrock_hooks.rate_limit.engagements") == 1
     server.default = Reply.ok()
