@@ -3,6 +3,7 @@ safety and a clean detach. Time is injected: nothing here sleeps for real."""
 
 from __future__ import annotations
 
+import threading
 
 import pytest
 
