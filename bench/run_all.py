@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (+ PNG plots when matplotlib is installed).
 
-    python bench/run_all.py            # full sizes (~10 min on 2 cores)
+    python bench/run_all.py            # full sizes (~12 min on 2 cores); the fleet storm is separate: bench/fleet_storm.py
     python bench/run_all.py --smoke    # tiny sizes, seconds; writes bench/RESULTS-smoke.md
 
 Every figure compares plain botocore and bedrock-hooks measured in the same run, interleaved.
@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402
+import aio_storm  # noqa: E402
 import fault_mix  # noqa: E402
 import overhead  # noqa: E402
 import startup  # noqa: E402
@@ -55,6 +56,32 @@ def _startup_table(s: dict[str, Any]) -> str:
             "(`python bench/startup.py --make-venv DIR`).\n\n```\n" + startup.render(s) + "\n```")
 
 
+def _aio_storm(smoke: bool) -> dict[str, Any]:
+    try:
+        import aiobotocore  # noqa: F401
+    except ImportError:
+        return {"skipped": "aiobotocore is not installed"}
+    return aio_storm.run(smoke=smoke)
+
+
+FLEET_HEADING = "## 7. Fleet storm (`bench/fleet_storm.py`)"
+
+
+def _kept_section(out: Path, heading: str) -> str:
+    """A section of the previous ``out`` that this script does not re-run (the fleet storm: minutes, a
+    redis-server, several processes; ``python bench/fleet_storm.py`` rewrites it), carried over verbatim."""
+    try:
+        previous = out.read_text()
+    except OSError:
+        previous = ""
+    start = previous.find(heading)
+    if start < 0:
+        return heading + "\n\nNot run by `run_all.py`: `python bench/fleet_storm.py` (needs `redis-server`; minutes).\n"
+    body = previous[start + len(heading):]
+    ends = [i for i in (body.find("\n## "), body.find("\n---\n")) if i >= 0]
+    return heading + (body[:min(ends)] if ends else body).rstrip() + "\n"
+
+
 def run(smoke: bool, out: Path, command: str) -> dict[str, Any]:
     plt = _common.try_pyplot()
     results: dict[str, Any] = {"machine": _common.machine(), "command": command, "smoke": smoke}
@@ -63,7 +90,8 @@ def run(smoke: bool, out: Path, command: str) -> dict[str, Any]:
              ("idle_drop", lambda: _idle_drop(smoke)),
              ("throttle_storm", lambda: throttle_storm.run(smoke=smoke)),
              ("fault_mix", lambda: fault_mix.run(smoke=smoke)),
-             ("token_storm", lambda: token_storm.run(smoke=smoke))]
+             ("token_storm", lambda: token_storm.run(smoke=smoke)),
+             ("aio_storm", lambda: _aio_storm(smoke))]
     for name, step in steps:
         t0 = time.monotonic()
         print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
@@ -81,6 +109,7 @@ def run(smoke: bool, out: Path, command: str) -> dict[str, Any]:
                 module.plot(results[name], path, plt)
                 plots[name] = path.name
     results["plots"] = plots
+    results["fleet_section"] = _kept_section(out, FLEET_HEADING)
     out.write_text(render(results))
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
     return results
@@ -155,6 +184,19 @@ def render(results: dict[str, Any]) -> str:
                 + token_storm.table(r))
 
     lines += ["## 6. Token quota storm (`bench/token_storm.py`)", "", _section(results, "token_storm", tokens), ""]
+    lines += [results.get("fleet_section") or _kept_section(Path("/nonexistent"), FLEET_HEADING), ""]
+
+    def aio(r: dict[str, Any]) -> str:
+        if "skipped" in r:
+            return f"Skipped: {r['skipped']}."
+        p = r["params"]
+        return (f"{p['tasks']:g} asyncio tasks on one aiobotocore client (pool {p['pool']:g}), {p['duration']:g} s per "
+                f"mode x {p['repeats']:g}, quota {p['rate']:g} req/s (burst {p['burst']:g}, {p['service_ms']:g} ms per "
+                f"answer), deadline {p['deadline']:g} s. Loop callback CPU: one event-loop callback (one task step); "
+                "its maximum is a GC pause in every mode, the percentiles are what handlers add.\n\n"
+                + aio_storm.table(r))
+
+    lines += ["## 8. Async throttling storm (`bench/aio_storm.py`)", "", _section(results, "aio_storm", aio), ""]
     lines += ["---", "", "Durations (s): " + ", ".join(f"{k} {v}" for k, v in results["durations_s"].items()),
               "", "Raw numbers: `" + ("RESULTS-smoke.json" if results["smoke"] else "RESULTS.json") + "`.", ""]
     return "\n".join(lines)
@@ -169,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/run_all.py" + (" --smoke" if args.smoke else "")
     results = run(args.smoke, out, command)
     print(out.read_text())
-    failed = [k for k in ("overhead", "startup", "throttle_storm", "fault_mix", "token_storm") if "error" in results[k]]
+    failed = [k for k in ("overhead", "startup", "throttle_storm", "fault_mix", "token_storm", "aio_storm")
+              if "error" in results[k]]
     return 1 if failed else 0
 
 
