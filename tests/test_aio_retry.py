@@ -22,7 +22,6 @@ from bedrock_hooks.features import Runtime
 from bedrock_hooks.testing import Reply
 from _requires import require
 from _aio import aconverse, aio_botocore_time, aio_client, aiobotocore_session  # noqa: F401 (fixture)
-from _requires import require
 
 EXPIRED = Reply.error(403, "ExpiredTokenException", "The security token included in the request is expired")
 
@@ -236,10 +235,9 @@ def test_expired_async_credentials_are_refreshed_once_for_a_herd_of_tasks(server
     assert sum("Credential=AKID1/" in a for a in signed) == herd
 
 
-def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
-    require("aiobotocore.credentials", group="aio")
-    provider = AsyncProvider(fail=True)
-
+def failing_refresh_call(server, fake_time, provider: AsyncProvider) -> tuple[ClientError, int]:
+    """One call of a hooked aio client whose credentials expired and whose provider fails to refresh them:
+    the error raised, and the client's retry quota afterwards (tests/test_telemetry_aio.py uses it too)."""
     async def scenario():
         session = _refreshable_aio_session(provider)
         bedrock_hooks.install(session, runtime=fake_time.runtime())
@@ -250,7 +248,13 @@ def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
                 await aconverse(client)
             return raised.value, budget.available
 
-    error, available = run(scenario())
+    return run(scenario())
+
+
+def test_a_failing_async_refresh_is_not_retried_and_says_why(server, fake_time):
+    require("aiobotocore.credentials", group="aio")
+    provider = AsyncProvider(fail=True)
+    error, available = failing_refresh_call(server, fake_time, provider)
     assert provider.calls == 1 and len(server.requests) == 1
     info = error.response["BedrockHooks"]
     assert info["entry"] == "ExpiredToken" and info["stopped_because"] == "remedy-unavailable"

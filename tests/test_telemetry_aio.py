@@ -106,20 +106,10 @@ def test_an_async_remedy_that_fails_is_a_second_decision_stop(metrics, server, f
     require("aiobotocore.credentials", group="aio")
     import logging
 
-    from test_aio_retry import AsyncProvider, _expire, _refreshable_aio_session
-
-    provider = AsyncProvider(fail=True)
-
-    async def scenario():
-        session = _refreshable_aio_session(provider)
-        bedrock_hooks.install(session, runtime=fake_time.runtime())
-        async with aio_client(session, server, session_credentials=True) as client:
-            _expire(server, "AKID0")
-            with pytest.raises(ClientError):
-                await aconverse(client)
+    from test_aio_retry import AsyncProvider, failing_refresh_call
 
     with caplog.at_level(logging.INFO, logger="bedrock_hooks"):
-        asyncio.run(scenario())
+        failing_refresh_call(server, fake_time, AsyncProvider(fail=True))
     assert metrics.total("bedrock_hooks.decisions", entry="ExpiredToken", reason="remedy", action="retry") == 1
     assert metrics.total("bedrock_hooks.decisions", entry="ExpiredToken", reason="remedy-unavailable",
                          action="stop", operation="Converse", model=MODEL) == 1
