@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -99,10 +98,7 @@ class Installation:
                 return False
             features: list[Feature] = []
             settings = safe_invoke("compat", compat.restrict, self.settings, fallback=self.settings)
-            is_async = aio.is_async(client)
             for spec in REGISTRY:
-                if is_async and spec.name in ASYNC_PENDING:
-                    continue
                 feature = safe_invoke("attach", lambda: spec.load()(client, settings, self.runtime))
                 if feature is None:
                     continue
@@ -170,12 +166,6 @@ def _botocore_session(target: Any) -> Any:
 
 
 # -- async targets -------------------------------------------------------------------------------
-
-#: Features whose async side has not landed yet: not attached to aiobotocore clients (their sync
-#: handlers would block the event loop or break ``async for``). Each name leaves this set when its
-#: feature serves async clients.
-ASYNC_PENDING: frozenset[str] = frozenset()  # none left: every feature serves async clients
-
 
 def _acquire_create_client(installation: Installation) -> None:
     """Hold both client-creation patches: botocore's now, aiobotocore's once aiobotocore is imported."""
