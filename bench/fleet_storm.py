@@ -192,6 +192,15 @@ def jain(values: list[float]) -> float:
     return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
 
 
+def _shared_rate(redis: Redis) -> float | None:
+    """The fleet's pacing rate (tokens/s) in Redis now, or None (not engaged, no state)."""
+    for key in redis.client.scan_iter(match="bedrock-hooks:*:rate"):
+        state = redis.client.hgetall(key)
+        if state and float(state.get(b"engaged", 0)):
+            return round(float(state[b"rate"]))
+    return None
+
+
 def run_mode(server: ServerProcess, name: str, procs: int, threads: int, duration: float,
              redis: Redis | None) -> dict[str, Any]:
     mode = MODES[name]
@@ -214,7 +223,13 @@ def run_mode(server: ServerProcess, name: str, procs: int, threads: int, duratio
     for child in children:
         child.stdin.write("go\n")
         child.stdin.flush()
-    time.sleep(duration)
+    timeline = []  # [seconds into the storm, requests admitted, requests throttled, shared rate] every 0.5 s
+    while (elapsed := time.monotonic() - t0) < duration - 0.5:
+        time.sleep(min(0.5, duration - 0.5 - elapsed))
+        sample = server.quota_stats().get(MODEL, {})
+        timeline.append([round(time.monotonic() - t0, 2), sample.get("admitted", 0), sample.get("throttled", 0),
+                         _shared_rate(redis) if mode["state"] == "redis" else None])
+    time.sleep(max(0.0, duration - (time.monotonic() - t0)))
     quota = server.quota_stats().get(MODEL, {})  # read when the storm's time is up: its goodput
     per_process, fallbacks = [], 0
     for child in children:
@@ -236,6 +251,7 @@ def run_mode(server: ServerProcess, name: str, procs: int, threads: int, duratio
         "p50_ms": percentile([r[1] for r in ok], 50) * 1e3, "p99_ms": percentile([r[1] for r in ok], 99) * 1e3,
         "fairness": jain([sum(r[2] for r in records if r[0]) for records in per_process]),
         "redis_commands_per_call": commands / calls if calls else 0.0,
+        "timeline": timeline,
         "redis_fallbacks": fallbacks,  #: warnings "shared state ... unavailable": a process used its own state 5 s
     }
 
@@ -374,12 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float)
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--no-idle", action="store_true")
+    parser.add_argument("--only", action="append", choices=list(MODES),
+                        help="run only this storm mode (repeatable; implies --no-scaling --no-idle unless given)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS-fleet.json")
     args = parser.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
         return 0
-    results = run(smoke=args.smoke, scaling=not args.no_scaling, idle=not args.no_idle, duration=args.duration)
+    only = tuple(args.only) if args.only else None
+    results = run(smoke=args.smoke, scaling=not (args.no_scaling or only), idle=not (args.no_idle or only),
+                  duration=args.duration, only=only)
     args.out.write_text(json.dumps(results, indent=1))
     print(storm_table(results["storm"]))
     if "scaling" in results:
