@@ -54,9 +54,15 @@ Operations (``config`` is a :class:`PacingConfig`; all return ``(new_state, resu
         ``engage_share`` of them throttled), at ``beta`` x the measured rate, level full (``tat =
         now + burst``: the server just said it has nothing left). Engaged and ``sent_at >=
         last_cut`` (sent after the last cut: a fresh verdict): the level is set full again, and a
-        learned rate under pressure is cut to ``beta`` x ``min(rate, max(measured, beta x rate))``
-        (from what was really sent, but by at most ``beta**2`` at once: a 429 during a lull in
-        sending says the server is still full, not that the rate was a hundred times too high).
+        learned rate under pressure, cut at most once per ``window`` seconds, is cut to ``beta`` x
+        ``anchor(rate)``. The anchor of an upper bound ``u`` is ``min(u, max(delivered, beta**2 x
+        u))``: what the server *delivered* (successful answers x ``cost_avg`` per second over the
+        window: under saturation that is the quota itself, where what was *sent* also counts the
+        throttled requests), but at most ``beta**2`` below ``u`` (a 429 during a lull in sending says
+        the server is still full, not that the rate was a hundred times too high). Engaging uses the
+        anchor of the measured rate. Why once per window: right after a cut the server is still
+        empty (the level was just full), so the next 429s judge the old rate, not the new one; cutting
+        on each of them took a storm's rate to the floor within a second.
         Returns the rate (0.0 when not engaged).
     quiet(state, now, config) -> bool
         Nothing to remember: no throttle, booking or creation within ``reset_after`` seconds.
@@ -95,9 +101,18 @@ class PacingConfig(NamedTuple):
     min_sample: float = 20.0  #: answers in the window needed before a share means anything
     min_observed: float = 0.9  #: seconds a state watches before it judges pressure
     reset_after: float = 20.0  #: seconds without throttling after which a learned rate disengages
+    #: Growth past CUBIC's plateau, as a share of ``w_max`` per second (0.0: CUBIC's own convex growth). A
+    #: quota is a fixed number: once the rate is back at the level that last held, probing above it
+    #: quickly only buys 429s. With a probe, a lone fresh 429 (no pressure) also ends the probe: the rate
+    #: goes back to the last level that held (see :func:`observe`).
+    probe: float = 0.0
 
 
 DEFAULT = PacingConfig()
+
+#: A lone fresh 429 (no pressure) of a probing scope lowers the level that held by this many seconds of
+#: probe growth: the probe finds the quota again in that time, so lone 429s come about that far apart.
+PROBE_BACK = 3.0
 
 
 def new_state(now: float, config: PacingConfig = DEFAULT) -> State:
@@ -143,6 +158,18 @@ def throttled_share(state: State, now: float, config: PacingConfig = DEFAULT) ->
     """Share of the last window's answers that were throttling."""
     answers = _windowed(state, now, config.window, "resp")
     return _windowed(state, now, config.window, "thr") / answers if answers > 0 else 0.0
+
+
+def delivered_rate(state: State, now: float, config: PacingConfig = DEFAULT) -> float:
+    """Units/s the server admitted over the last window: successful answers x the average booked cost."""
+    span = min(config.window, max(0.1 * config.window, now - state["born"]))
+    successes = _windowed(state, now, config.window, "resp") - _windowed(state, now, config.window, "thr")
+    return max(0.0, successes) * max(state["cost_avg"], 1.0) / span
+
+
+def _anchor(s: State, now: float, upper: float, config: PacingConfig) -> float:
+    """The base of a cut: the delivered rate, never above ``upper`` and at most ``beta**2`` below it."""
+    return min(upper, max(delivered_rate(s, now, config), config.beta * config.beta * upper))
 
 
 def _pressure(s: State, now: float, config: PacingConfig) -> bool:
@@ -206,15 +233,19 @@ def observe(state: State, throttled: bool, sent_at: float, now: float, config: P
     if not s["engaged"]:
         if _pressure(s, now, config):
             s["engaged"] = 1.0
-            _cut(s, now, measured_rate(s, now, config), config)
+            _cut(s, now, _anchor(s, now, measured_rate(s, now, config), config), config)
             s["tat"] = now + config.burst
         return s, s["rate"] if s["engaged"] else 0.0
     if sent_at >= s["last_cut"]:  # sent after the last cut: a fresh verdict on the current rate
         s["tat"] = max(s["tat"], now + config.burst)
         if fixed:
             s["last_cut"] = now
-        elif _pressure(s, now, config):  # cut from what was really sent, but at most by beta squared at once
-            _cut(s, now, min(s["rate"], max(measured_rate(s, now, config), config.beta * s["rate"])), config)
+        elif _pressure(s, now, config) and (now - s["last_cut"] >= config.window
+                                            or s["rate"] > delivered_rate(s, now, config)):
+            _cut(s, now, _anchor(s, now, s["rate"], config), config)
+        elif config.probe > 0:  # a lone 429: the level that held is a little too high, or a probe above it failed
+            s["w_max"] = s["rate"] = max(_floor(s, config), min(s["rate"], s["w_max"]) * (1.0 - PROBE_BACK * config.probe))
+            s["k"], s["last_cut"] = 0.0, now
     return s, s["rate"]
 
 
@@ -239,7 +270,10 @@ def _cut(s: State, now: float, base: float, config: PacingConfig) -> None:
 def _grow(s: State, now: float, config: PacingConfig) -> None:
     scale = config.scale * max(s["cost_avg"], 1.0)
     floor = _floor(s, config)
-    cubic = scale * (now - s["last_cut"] - s["k"]) ** 3 + s["w_max"]
-    ceiling = config.max_rate_factor * max(measured_rate(s, now, config), floor)
+    past = now - s["last_cut"] - s["k"]
+    cubic = scale * past ** 3 + s["w_max"]
+    if config.probe > 0 and past > 0:
+        cubic = min(cubic, s["w_max"] * (1.0 + config.probe * past))
+    ceiling = config.max_rate_factor * max(delivered_rate(s, now, config), floor)
     rate = max(floor, min(cubic, max(ceiling, s["rate"])))  # the ceiling stops growth; it never cuts
     s["rate"] = rate if math.isfinite(rate) else floor

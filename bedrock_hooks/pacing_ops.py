@@ -5,7 +5,7 @@ store, under its lock) and its line-by-line Lua port (run atomically by Redis, s
 fleet books on one schedule without a read-modify-write race). tests/test_store_contract.py runs random
 sequences through both and asserts they agree; a change to pacing.py must change the Lua here too.
 
-Arguments travel as floats: the operation's own, then the 11 fields of
+Arguments travel as floats: the operation's own, then the 12 fields of
 :class:`~bedrock_hooks.pacing.PacingConfig` in order. A scope without state starts from
 :func:`~bedrock_hooks.pacing.new_state`. Results: ``reserve`` -> (wait, engaged), ``settle`` -> (shift,
 engaged), ``observe`` -> (rate, engaged).
@@ -61,10 +61,11 @@ def _observe(state: State, now: float, throttled: float, sent_at: float, *config
 #: The Lua port of pacing.py: same names, same order, same arithmetic (doubles on both sides).
 _LUA_PACING = """
 local NEVER = -1e18
+local PROBE_BACK = 3.0
 local function cfg(a, i)
   return {fixed_rate = a[i], burst = a[i + 1], beta = a[i + 2], scale = a[i + 3], min_rate = a[i + 4],
           max_rate_factor = a[i + 5], window = a[i + 6], engage_share = a[i + 7], min_sample = a[i + 8],
-          min_observed = a[i + 9], reset_after = a[i + 10]}
+          min_observed = a[i + 9], reset_after = a[i + 10], probe = a[i + 11]}
 end
 local function new_state(now, c)
   local fixed = c.fixed_rate > 0
@@ -101,6 +102,14 @@ local function throttled_share(s, now, c)
   if answers > 0 then return windowed(s, now, c.window, 'thr') / answers end
   return 0
 end
+local function delivered_rate(s, now, c)
+  local span = math.min(c.window, math.max(0.1 * c.window, now - s.born))
+  local successes = windowed(s, now, c.window, 'resp') - windowed(s, now, c.window, 'thr')
+  return math.max(0, successes) * math.max(s.cost_avg, 1) / span
+end
+local function anchor(s, now, upper, c)
+  return math.min(upper, math.max(delivered_rate(s, now, c), c.beta * c.beta * upper))
+end
 local function pressure(s, now, c)
   return now - s.born >= c.min_observed and windowed(s, now, c.window, 'resp') >= c.min_sample
     and throttled_share(s, now, c) >= c.engage_share
@@ -121,8 +130,10 @@ end
 local function grow(s, now, c)
   local scale = c.scale * math.max(s.cost_avg, 1)
   local fl = floor_rate(s, c)
-  local cubic = scale * (now - s.last_cut - s.k) ^ 3 + s.w_max
-  local ceiling = c.max_rate_factor * math.max(measured_rate(s, now, c), fl)
+  local past = now - s.last_cut - s.k
+  local cubic = scale * past ^ 3 + s.w_max
+  if c.probe > 0 and past > 0 then cubic = math.min(cubic, s.w_max * (1 + c.probe * past)) end
+  local ceiling = c.max_rate_factor * math.max(delivered_rate(s, now, c), fl)
   local rate = math.max(fl, math.min(cubic, math.max(ceiling, s.rate)))  -- the ceiling stops growth; it never cuts
   if rate ~= rate or rate == math.huge or rate == -math.huge then rate = fl end
   s.rate = rate
@@ -172,7 +183,7 @@ local function observe(s, throttled, sent_at, now, c)
   if s.engaged == 0 then
     if pressure(s, now, c) then
       s.engaged = 1
-      cut(s, now, measured_rate(s, now, c), c)
+      cut(s, now, anchor(s, now, measured_rate(s, now, c), c), c)
       s.tat = now + c.burst
     end
     if s.engaged ~= 0 then return s.rate end
@@ -182,8 +193,11 @@ local function observe(s, throttled, sent_at, now, c)
     s.tat = math.max(s.tat, now + c.burst)
     if fixed then
       s.last_cut = now
-    elseif pressure(s, now, c) then
-      cut(s, now, math.min(s.rate, math.max(measured_rate(s, now, c), c.beta * s.rate)), c)
+    elseif pressure(s, now, c) and (now - s.last_cut >= c.window or s.rate > delivered_rate(s, now, c)) then
+      cut(s, now, anchor(s, now, s.rate, c), c)
+    elseif c.probe > 0 then
+      s.w_max = math.max(floor_rate(s, c), math.min(s.rate, s.w_max) * (1 - PROBE_BACK * c.probe))
+      s.rate, s.k, s.last_cut = s.w_max, 0, now
     end
   end
   return s.rate

@@ -150,7 +150,7 @@ def test_the_rate_never_falls_below_the_floor_of_min_rate_requests():
 
 def test_a_learned_rate_disengages_after_a_quiet_period_and_a_state_is_forgotten_when_nothing_is_booked():
     state, now = engaged_state()
-    now += pacing.DEFAULT.reset_after + 1
+    now = max(now, state["tat"]) + pacing.DEFAULT.reset_after + 1  # after the schedule booked ahead, too
     state, wait = reserve(state, COST, now, math.inf)
     assert wait == 0.0 and state["engaged"] == 0.0 and state["rate"] == 0.0
     assert pacing.quiet(state, now)  # unthrottled for reset_after: forgotten, the idle path is free again
@@ -240,9 +240,10 @@ def test_a_lull_in_sending_never_lowers_the_rate():
     assert pacing.measured_rate(state, now) == 0.0 and state["rate"] >= rate
 
 
-def test_one_cut_lowers_the_rate_by_at_most_beta_squared():
+def test_one_cut_lowers_the_rate_by_at_most_beta_cubed():
     """Regression: a 429 answered during a lull (the server still full from earlier sends) cut to
-    beta x the near-zero measured rate: the floor, at once."""
+    beta x the near-zero measured rate: the floor, at once. The cut's base (the delivered rate) is now
+    at most beta**2 below the rate, so one cut lowers it by at most beta**3."""
     state, now = engaged_state()
     rate = state["rate"]
     now += 1.5
@@ -251,4 +252,31 @@ def test_one_cut_lowers_the_rate_by_at_most_beta_squared():
         now += 0.01
     state, _ = observe(state, True, state["last_cut"] + 0.001, now, pacing.DEFAULT)  # one fresh verdict
     beta = pacing.DEFAULT.beta
-    assert state["rate"] == pytest.approx(beta * beta * rate)
+    assert state["rate"] == pytest.approx(beta ** 3 * rate)
+
+
+def test_fresh_429s_within_a_window_of_a_cut_do_not_cascade_below_the_delivered_rate():
+    """Regression (fleet storm, 2026-12-02): every fresh 429 under pressure cut by beta, so the 429s a
+    storm's own past left in the server took a learned rate from the quota to the floor within a second
+    (then CUBIC overshot the credit the server banked meanwhile). Now a cut within a window of the last
+    one needs the rate to be above what the server delivered."""
+    state, now = engaged_state()
+    state["rate"] = 0.5 * pacing.delivered_rate(state, now)  # the rate is already under the delivered one
+    rate, cuts = state["rate"], state["reductions"]
+    for i in range(10):  # ten fresh verdicts 10 ms apart, all 429 (the server still empty)
+        state, _ = observe(state, True, state["last_cut"] + 0.001, now + 0.01 * (i + 1), pacing.DEFAULT)
+    assert state["reductions"] == cuts and state["rate"] == rate
+
+
+def test_a_probing_scope_grows_linearly_past_the_level_that_held_and_steps_back_on_a_lone_429():
+    config = PacingConfig(burst=60.0, min_observed=0.3, probe=0.01)
+    state, now = engaged_state()
+    state.update(w_max=10 * COST, rate=10 * COST, k=0.0, last_cut=now)
+    for _ in range(200):  # 10 s of successes, 20 a second (the server delivers 2x the rate: no ceiling)
+        now += 0.05
+        state, _ = reserve(state, COST, now, 0.0, config)
+        state, _ = observe(state, False, now, now, config)
+    assert state["rate"] == pytest.approx(10 * COST * 1.10)  # +1 % of the level per second, not CUBIC's t^3
+    state, _ = observe(state, True, now, now + 0.01, config)  # one fresh 429, no pressure
+    assert state["rate"] == state["w_max"] == pytest.approx(10 * COST * (1 - pacing.PROBE_BACK * 0.01))
+    assert state["last_cut"] == now + 0.01

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import bedrock_hooks
-from bedrock_hooks import ratelimit
+from bedrock_hooks import pacing, ratelimit
 from bedrock_hooks.ratelimit import BETA, Bucket
 from bedrock_hooks.testing import Reply
 
@@ -152,14 +152,21 @@ def test_throttling_cuts_once_per_round_trip_and_successes_grow_back():
     assert (bucket.rate, bucket.reductions) == (first, cuts)
     bucket.before_send(clock())  # reserved after the last cut...
     clock.advance(0.01)
-    bucket.on_response(clock(), throttled=True)  # ...so its 429 is a fresh verdict: cut
+    bucket.on_response(clock(), throttled=True)  # ...a fresh verdict, but within a window of the cut and with
+    assert (bucket.rate, bucket.reductions) == (first, cuts)  # the rate under the delivered one: the past's 429
+    clock.advance(bucket.config.window)
+    for _ in range(int(ratelimit.MIN_SAMPLE)):  # a window later, still all 429s: verdicts on the new rate: cut
+        bucket.before_send(clock())
+        clock.advance(0.01)
+        bucket.on_response(clock(), throttled=True)
     assert bucket.rate < first and bucket.reductions == cuts + 1
     cut = bucket.rate
     for _ in range(40):  # steady successes at the paced rate: CUBIC growth back above the cut
         clock.advance(max(bucket.before_send(clock()), 1.0 / bucket.rate))
         bucket.on_response(clock(), throttled=False)
     assert bucket.rate > cut
-    assert bucket.rate <= ratelimit.MAX_RATE_FACTOR * max(bucket.measured_rate(), ratelimit.MIN_RATE) + 1e-9
+    delivered = pacing.delivered_rate(bucket.state(), clock(), bucket.config)  # the ceiling: what the server admitted
+    assert bucket.rate <= ratelimit.MAX_RATE_FACTOR * max(delivered, ratelimit.MIN_RATE) + 1e-9
 
 
 def test_rate_never_below_floor():

@@ -20,9 +20,11 @@ from _redis import _redis_session, redis_server  # noqa: F401  (fixtures)
 
 _serial = itertools.count()
 
-#: Pacing configurations: the default (learned rate), a fixed quota, one that engages on a few answers.
+#: Pacing configurations: the default (learned rate), a fixed quota, one that engages on a few answers, probing ones.
 CONFIGS = st.sampled_from([PacingConfig(), PacingConfig(fixed_rate=2000.0, burst=60.0),
-                           PacingConfig(min_sample=3.0, min_observed=0.1, reset_after=2.0, window=0.5)])
+                           PacingConfig(min_sample=3.0, min_observed=0.1, reset_after=2.0, window=0.5),
+                           PacingConfig(burst=60.0, min_observed=0.3, probe=0.01),  # a token scope's (ratelimit)
+                           PacingConfig(min_sample=3.0, min_observed=0.1, reset_after=2.0, window=0.5, probe=0.2)])
 COSTS = st.floats(min_value=0.0, max_value=5000.0, allow_nan=False)
 
 
