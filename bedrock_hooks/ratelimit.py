@@ -191,10 +191,14 @@ class StreamSettlement:
     the re-issue's stands.
     """
 
-    __slots__ = ("reservation", "limits", "clock", "done")
+    __slots__ = ("reservation", "limits", "clock", "done", "shared_async")
 
-    def __init__(self, reservation: Reservation, limits: ModelLimits, clock: Callable[[], float]) -> None:
+    def __init__(self, reservation: Reservation, limits: ModelLimits, clock: Callable[[], float], *,
+                 shared_async: bool = False) -> None:
         self.reservation, self.limits, self.clock, self.done = reservation, limits, clock, False
+        #: an async client's fleet bucket: the stream's reader calls :meth:`on_event` without awaiting, so
+        #: the shared booking runs as a task of the reader's loop (this process's copy is settled at once)
+        self.shared_async = shared_async
 
     def on_event(self, event: Any) -> None:
         if self.done:
@@ -204,9 +208,46 @@ class StreamSettlement:
             if usage is None:
                 return
             self.done = True
-            self.reservation.bucket.settle_usage(self.clock(), usage, self.limits, self.reservation.cost)
+            bucket = self.reservation.bucket
+            if self.shared_async:
+                _in_background(bucket.settle_usage_async(self.clock(), usage, self.limits, self.reservation.cost))
+            else:
+                bucket.settle_usage(self.clock(), usage, self.limits, self.reservation.cost)
         except Exception as exc:
             report_failure("rate-limit (stream usage)", exc)
+
+
+#: Shared bookings an event does not await (a stream's settlement), running as tasks: held until done
+#: (the loop keeps only weak references to its tasks).
+_background: set[Any] = set()
+
+
+def _in_background(pending: Any) -> None:
+    """Run ``pending`` (a coroutine that never raises) as a task of the running loop; without one, drop it
+    (this process's copy already has the change)."""
+    import asyncio
+
+    try:
+        task = asyncio.get_running_loop().create_task(pending)
+    except RuntimeError:
+        pending.close()
+        return
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _booked(pending: list[Any]) -> None:
+    """Await an async client's shared bookings in order; a failure is logged and the call goes on."""
+    for step in pending:
+        try:
+            await step
+        except Exception as exc:
+            report_failure("rate-limit", exc)
+
+
+def _shares_async(bucket: Any) -> bool:
+    """Whether ``bucket`` books an async client's changes on the fleet's state (a fleet bucket)."""
+    return bool(getattr(bucket, "shares_async", False))
 
 
 # -- the process-wide registry: one bucket per quota scope, created by its first throttle ------------
@@ -395,6 +436,10 @@ class RateLimit(ClientFeature):
                 return
             cost, estimate = request_cost(scope.target, (event_name or "").rsplit(".", 1)[-1], request, bucket.output_avg)
             now = self.runtime.clock()
+            if self.is_async and _shares_async(bucket):  # the fleet's schedule, awaited: never a blocking socket
+                pending = bucket.before_send_async(now, self.max_wait, cost)
+                self._local.sent = (request, scope, Reservation(bucket, cost, now), estimate)
+                return self._paced(pending, request, event_name)  # awaited by aiobotocore; resolves to None
             wait = bucket.before_send(now, self.max_wait, cost)
             self._local.sent = (request, scope, Reservation(bucket, cost, now), estimate)
             if wait > 0:  # a paced send (an unpaced one calls no telemetry)
@@ -406,8 +451,18 @@ class RateLimit(ClientFeature):
         except Exception as exc:
             report_failure("rate-limit", exc)
 
+    async def _paced(self, pending: Any, request: Any, event_name: Any) -> None:
+        """An async client's send on the fleet's schedule: await the shared reservation, then its slot."""
+        try:
+            wait = await pending
+            if wait > 0:
+                telemetry.waited(self, "rate-limit", wait, request=request, event_name=event_name)
+                await self.runtime.async_sleep(wait)
+        except Exception as exc:
+            report_failure("rate-limit", exc)
+
     def on_response_received(self, response_dict: Any = None, parsed_response: Any = None, context: Any = None,
-                             **kwargs: Any) -> None:
+                             **kwargs: Any) -> Any:  # None, or (async client, fleet bucket) the shared booking to await
         try:
             sent, self._local.sent = getattr(self._local, "sent", None) or (None, None, None, None), None
             request, scope, booked, estimate = sent
@@ -427,30 +482,39 @@ class RateLimit(ClientFeature):
                 scope, self.runtime.clock, create=throttled, config=scope_config(scope.target, self.fixed(scope.target)),
                 fleet=self.fleet)
             now = self.runtime.clock()
+            settled = None
             if throttled:
                 self._note_max_tokens(context, scope.target, operation, request, estimate)
             elif bucket is not None and isinstance(status, int) and status < 300:
-                self._settle(bucket, booked, scope.target, operation, parsed_response, headers, context, now)
-            if bucket is not None:
-                bucket.on_response(now, throttled, booked.sent_at if booked is not None else pacing.NEVER)
+                settled = self._settle(bucket, booked, scope.target, operation, parsed_response, headers, context, now)
+            if bucket is None:
+                return None
+            sent_at = booked.sent_at if booked is not None else pacing.NEVER
+            if self.is_async and _shares_async(bucket):  # awaited by aiobotocore, as before-send's wait is
+                return _booked([step for step in (settled, bucket.on_response_async(now, throttled, sent_at)) if step])
+            bucket.on_response(now, throttled, sent_at)
         except Exception as exc:
             report_failure("rate-limit", exc)
 
     def _settle(self, bucket: Bucket, booked: Reservation | None, target: str, operation: str, parsed: Any,
-                headers: Any, context: Any, now: float) -> None:
-        """Book a success's real usage (a stream's at its end); unknown usage leaves the reservation standing."""
+                headers: Any, context: Any, now: float) -> Any:
+        """Book a success's real usage (a stream's at its end); unknown usage leaves the reservation standing.
+        For an async client's fleet bucket, the awaitable that books it on the shared state (else None)."""
+        shared = self.is_async and _shares_async(bucket)
         if operation not in TOKEN_OPERATIONS or not target.startswith("model:"):
-            if booked is None:
-                bucket.settle(now, 1.0)  # a request sent before its scope was watched: metered all the same
-            return
+            if booked is None:  # a request sent before its scope was watched: metered all the same
+                return bucket.settle_async(now, 1.0) if shared else bucket.settle(now, 1.0)
+            return None
         limits = limits_of(target[len("model:"):])
         if operation in STREAMING:
             if booked is not None and isinstance(context, dict):
-                context[SETTLEMENT_KEY] = StreamSettlement(booked, limits, self.runtime.clock)
-            return
+                context[SETTLEMENT_KEY] = StreamSettlement(booked, limits, self.runtime.clock, shared_async=shared)
+            return None
         usage = usage_of_response(operation, parsed, headers)
-        if usage is not None:
-            bucket.settle_usage(now, usage, limits, booked.cost if booked is not None else 0.0)
+        if usage is None:
+            return None
+        cost = booked.cost if booked is not None else 0.0
+        return bucket.settle_usage_async(now, usage, limits, cost) if shared else bucket.settle_usage(now, usage, limits, cost)
 
     def _note_max_tokens(self, context: Any, target: str, operation: str, request: Any,
                          estimate: Estimate | None) -> None:

@@ -1,0 +1,153 @@
+"""Shared state on Redis for async clients: :class:`AsyncRedisStore`, :class:`~bedrock_hooks.store.RedisStore`
+over ``redis.asyncio``.
+
+An event loop must never wait on a blocking socket, so an aiobotocore client cannot use the sync store;
+this one is awaited instead. Everything else is the sync store's: the same keys (its :meth:`key`), the
+same Lua scripts (:func:`~bedrock_hooks.store.lua_source` of each :class:`~bedrock_hooks.store.Operation`),
+so sync and async processes of one fleet book on one schedule; the same socket timeouts and no retries;
+the same circuit (:meth:`down`, one warning per outage naming the server without credentials, then the
+in-process :attr:`fallback` for ``retry_after`` seconds). A forked child never reuses its parent's
+connections.
+
+An asyncio connection belongs to the loop that opened it, so the store keeps one client (one
+connection pool) per running event loop: a store used from two loops (two threads, or ``asyncio.run``
+twice) never hands one loop's connection to the other. A closed loop's client is dropped when the next
+loop connects.
+
+Only what pacing needs is async here (:meth:`apply`); circuits and remembered profiles of async clients
+stay in process (:mod:`bedrock_hooks.fallbacks`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from . import process
+from .quota_scope import QuotaScope
+from .store import (RETRY_AFTER, MemoryStore, Operation, RedisStore, _Down, _stores, _stores_lock, _text, lua_source,
+                    redacted)
+
+__all__ = ["AsyncRedisStore", "aio_store_for"]
+
+#: Round trips one operation may take at worst (connect, EVALSHA, and SCRIPT LOAD + EVALSHA after an
+#: evicted script): the bound on the whole awaited operation is this many ``timeout`` s.
+ROUND_TRIPS = 4
+#: Event loops (so client pools) one store keeps at most; the least recently made is dropped first.
+MAX_LOOPS = 64
+
+
+class AsyncRedisStore:
+    """Pacing state on Redis for async clients: :meth:`apply` is awaited, never blocks the loop, never raises.
+
+    ``timeout`` bounds each socket operation (connect included), as in :class:`RedisStore`; the awaited
+    operation as a whole is also bounded, at :data:`ROUND_TRIPS` x ``timeout``.
+    """
+
+    shared = True
+
+    def __init__(self, url: str, *, salt: str = "", timeout: float = 0.005, retry_after: float = RETRY_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.clock = clock
+        self.fallback = MemoryStore()
+        self._salt = hashlib.blake2b(salt.encode("utf-8", "replace"), digest_size=32).digest()
+        self._lock = process.lock()
+        #: id(loop) -> (weak reference to the loop, its client, its registered scripts)
+        self._clients: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+        self._down_until = float("-inf")
+        self.failures = 0  #: Redis errors seen (tests, ``doctor``)
+        process.after_fork_in_child(self._forget_connections)
+
+    # The sync store's keys, circuit and warning, not a copy of them: both kinds of client of one fleet
+    # must name a scope alike, and fail alike.
+    key = RedisStore.key
+    down = RedisStore.down
+    _failed = RedisStore._failed
+    _fell_back = RedisStore._fell_back
+
+    # -- one client per event loop -----------------------------------------------------------------
+    def _forget_connections(self) -> None:
+        """In a forked child: the parent's sockets (and loops) are not ours to use."""
+        self._clients = {}
+
+    def _connected(self) -> tuple[Any, dict[str, Any]] | None:
+        """(the running loop's client, its scripts), or None while Redis is known down."""
+        if self.down():
+            return None
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._clients.get(id(loop))
+            if entry is None or entry[0]() is not loop:
+                for ident, (ref, _, _) in list(self._clients.items()):
+                    held = ref()
+                    if held is None or held.is_closed():  # its sockets go with it (no loop left to close them on)
+                        del self._clients[ident]
+                while len(self._clients) >= MAX_LOOPS:
+                    del self._clients[next(iter(self._clients))]
+                entry = self._clients[id(loop)] = (weakref.ref(loop), self._new_client(), {})
+        return entry[1], entry[2]
+
+    def _new_client(self) -> Any:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        return redis.asyncio.Redis.from_url(self.url, socket_timeout=self.timeout,
+                                            socket_connect_timeout=self.timeout, retry=Retry(NoBackoff(), 0),
+                                            retry_on_timeout=False, health_check_interval=0)
+
+    async def _run(self, name: str, source: str, keys: list[str], args: list[str]) -> Any:
+        """Run a script on Redis; raises on any failure (the caller falls back)."""
+        import asyncio
+
+        connected = self._connected()
+        if connected is None:
+            raise _Down()
+        client, scripts = connected
+        script = scripts.get(name)
+        if script is None:
+            script = scripts[name] = client.register_script(source)
+        return await asyncio.wait_for(script(keys=keys, args=args, client=client), ROUND_TRIPS * self.timeout)
+
+    # -- operations --------------------------------------------------------------------------------
+    async def apply(self, op: Operation, family: str, scope: QuotaScope, now: float, args: tuple[float, ...],
+                    ttl: float) -> tuple[float, ...]:
+        """:meth:`RedisStore.apply`, awaited: the same script on the same key, or the fallback's answer."""
+        key = self.key(family, scope)
+        if key is not None:
+            try:
+                argv = [_text(now), str(max(1, int(ttl * 1000))), "1" if op.readonly else "0"]
+                out = await self._run(op.name, lua_source(op), [key], argv + [_text(a) for a in args])
+                return tuple(float(v) for v in out)
+            except Exception as exc:  # a timeout is asyncio.TimeoutError (an Exception); cancellation propagates
+                self._fell_back(exc)
+        return self.fallback.apply(op, family, scope, now, args, ttl)
+
+    def clear(self, *families: str) -> None:
+        """Forget this process's fallback state (never the fleet's shared state)."""
+        self.fallback.clear(*families)
+
+
+def aio_store_for(settings: Any) -> AsyncRedisStore | None:
+    """The process's async store for ``settings.state_url`` (one per URL, salt and timeout), or None when
+    the state is not on Redis. Kept with the sync stores, so :func:`~bedrock_hooks.store.reset_stores`
+    forgets its in-process state too."""
+    url = getattr(settings, "state_url", "memory://") or "memory://"
+    if not url.lower().startswith(("redis://", "rediss://")):
+        return None
+    salt, timeout = getattr(settings, "state_salt", ""), float(getattr(settings, "state_timeout", 0.005))
+    key: Any = ("aio", url, salt, timeout)
+    with _stores_lock:
+        found = _stores.get(key)
+        if found is None:
+            found = _stores[key] = AsyncRedisStore(url, salt=salt, timeout=timeout)
+        return found
