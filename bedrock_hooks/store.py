@@ -54,7 +54,7 @@ HOT_CAPACITY = 1024
 KEY_PREFIX = "bedrock-hooks"
 HOT_KEY = KEY_PREFIX + ":{hot}:models"
 
-__all__ = ["CAPACITY", "MemoryStore", "Operation", "RedisStore", "Store", "redacted", "reset_stores",
+__all__ = ["CAPACITY", "MemoryStore", "Operation", "RedisBase", "RedisStore", "Store", "redacted", "reset_stores",
            "store_for", "uses_wall_clock"]
 
 
@@ -276,14 +276,9 @@ def redacted(url: str) -> str:
         return "<unparsable state URL>"
 
 
-class RedisStore:
-    """State on a Redis server, shared by every process that points at it; in-process while Redis fails.
-
-    Commands time out after ``timeout`` seconds (connect included) and are never retried by redis-py:
-    a stalled server costs a call at most one timeout, then the store serves from its
-    :attr:`fallback` for :data:`RETRY_AFTER` seconds. A failure is logged once per outage, naming the
-    server without credentials.
-    """
+class RedisBase:
+    """What the sync and the async Redis stores share, so that both kinds of client of one fleet name a
+    scope alike and fail alike: the URL, the keyed scope hash, the in-process fallback and its circuit."""
 
     shared = True
 
@@ -297,13 +292,9 @@ class RedisStore:
         self.fallback = MemoryStore()
         self._salt = hashlib.blake2b(salt.encode("utf-8", "replace"), digest_size=32).digest()
         self._lock = process.lock()
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
         self._down_until = float("-inf")
         self.failures = 0  #: Redis errors seen (tests, ``doctor``)
-        process.after_fork_in_child(self._forget_connection)
 
-    # -- keys ------------------------------------------------------------------------------------
     def key(self, family: str, scope: QuotaScope) -> str | None:
         """``bedrock-hooks:{<scope hash>}:<family>``; None for a scope only this process can name."""
         identity = fleet_identity(scope.account)
@@ -312,6 +303,41 @@ class RedisStore:
         material = "\x1f".join((identity, scope.region, scope.target, scope.endpoint)).encode("utf-8", "replace")
         digest = hashlib.blake2b(material, key=self._salt, digest_size=16).hexdigest()
         return f"{KEY_PREFIX}:{{{digest}}}:{family}"
+
+    def down(self) -> bool:
+        return self.clock() < self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        """One warning per outage; in-process state until :attr:`retry_after` seconds have passed."""
+        self.failures += 1
+        with self._lock:
+            first = self.clock() >= self._down_until
+            self._down_until = self.clock() + self.retry_after
+        logger.debug("bedrock-hooks: shared state at %s: %s", self.where, exc, exc_info=exc)
+        if first:
+            logger.warning("bedrock-hooks: shared state at %s unavailable (%s); using in-process state, "
+                           "retrying in %gs", self.where, type(exc).__name__, self.retry_after)
+
+    def _fell_back(self, exc: BaseException) -> None:
+        if not isinstance(exc, _Down):
+            self._failed(exc)
+
+
+class RedisStore(RedisBase):
+    """State on a Redis server, shared by every process that points at it; in-process while Redis fails.
+
+    Commands time out after ``timeout`` seconds (connect included) and are never retried by redis-py:
+    a stalled server costs a call at most one timeout, then the store serves from its
+    :attr:`fallback` for :data:`RETRY_AFTER` seconds. A failure is logged once per outage, naming the
+    server without credentials.
+    """
+
+    def __init__(self, url: str, *, salt: str = "", timeout: float = 0.005, retry_after: float = RETRY_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(url, salt=salt, timeout=timeout, retry_after=retry_after, clock=clock)
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        process.after_fork_in_child(self._forget_connection)
 
     # -- the connection and its circuit --------------------------------------------------------------
     def _forget_connection(self) -> None:
@@ -344,20 +370,6 @@ class RedisStore:
         if script is None:
             script = self._scripts[name] = self._client.register_script(source)
         return script
-
-    def down(self) -> bool:
-        return self.clock() < self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        """One warning per outage; in-process state until :attr:`retry_after` seconds have passed."""
-        self.failures += 1
-        with self._lock:
-            first = self.clock() >= self._down_until
-            self._down_until = self.clock() + self.retry_after
-        logger.debug("bedrock-hooks: shared state at %s: %s", self.where, exc, exc_info=exc)
-        if first:
-            logger.warning("bedrock-hooks: shared state at %s unavailable (%s); using in-process state, "
-                           "retrying in %gs", self.where, type(exc).__name__, self.retry_after)
 
     def _run(self, name: str, source: str, keys: list[str], args: list[str]) -> Any:
         """Run a script on Redis; raises on any failure (the callers fall back)."""
@@ -423,10 +435,6 @@ class RedisStore:
                       [_text(until), _text(now), str(HOT_CAPACITY), str(ttl), *models])
         except Exception as exc:
             self._fell_back(exc)
-
-    def _fell_back(self, exc: BaseException) -> None:
-        if not isinstance(exc, _Down):
-            self._failed(exc)
 
     def clear(self, *families: str) -> None:
         """Forget this process's fallback state (never the fleet's shared state)."""

@@ -20,7 +20,6 @@ stay in process (:mod:`bedrock_hooks.fallbacks`).
 
 from __future__ import annotations
 
-import hashlib
 import time
 import weakref
 from collections.abc import Callable
@@ -28,8 +27,7 @@ from typing import Any
 
 from . import process
 from .quota_scope import QuotaScope
-from .store import (RETRY_AFTER, MemoryStore, Operation, RedisStore, _Down, _stores, _stores_lock, _text, lua_source,
-                    redacted)
+from .store import RETRY_AFTER, Operation, RedisBase, _Down, _stores, _stores_lock, _text, lua_source
 
 __all__ = ["AsyncRedisStore", "aio_store_for"]
 
@@ -40,37 +38,21 @@ ROUND_TRIPS = 4
 MAX_LOOPS = 64
 
 
-class AsyncRedisStore:
+class AsyncRedisStore(RedisBase):
     """Pacing state on Redis for async clients: :meth:`apply` is awaited, never blocks the loop, never raises.
 
     ``timeout`` bounds each socket operation (connect included), as in :class:`RedisStore`; the awaited
     operation as a whole is also bounded, at :data:`ROUND_TRIPS` x ``timeout``.
     """
 
-    shared = True
-
     def __init__(self, url: str, *, salt: str = "", timeout: float = 0.005, retry_after: float = RETRY_AFTER,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.url = url
-        self.where = redacted(url)
-        self.timeout = timeout
-        self.retry_after = retry_after
-        self.clock = clock
-        self.fallback = MemoryStore()
-        self._salt = hashlib.blake2b(salt.encode("utf-8", "replace"), digest_size=32).digest()
-        self._lock = process.lock()
+        # The sync store's keys, circuit and warning (RedisBase), not a copy of them: both kinds of client
+        # of one fleet must name a scope alike, and fail alike.
+        super().__init__(url, salt=salt, timeout=timeout, retry_after=retry_after, clock=clock)
         #: id(loop) -> (weak reference to the loop, its client, its registered scripts)
         self._clients: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
-        self._down_until = float("-inf")
-        self.failures = 0  #: Redis errors seen (tests, ``doctor``)
         process.after_fork_in_child(self._forget_connections)
-
-    # The sync store's keys, circuit and warning, not a copy of them: both kinds of client of one fleet
-    # must name a scope alike, and fail alike.
-    key = RedisStore.key
-    down = RedisStore.down
-    _failed = RedisStore._failed
-    _fell_back = RedisStore._fell_back
 
     # -- one client per event loop -----------------------------------------------------------------
     def _forget_connections(self) -> None:
