@@ -16,6 +16,12 @@ call sites:
   fallback while its circuit is open. :attr:`Router.hot` names the models that have such state, so a
   call for any other model costs one set lookup.
 
+Async clients (aiobotocore) make the same decisions from the same state. With a shared store they read and
+write it awaited, on :class:`~bedrock_hooks.store_aio.AsyncRedisStore`, never on a blocking socket: both
+events are awaited by aiobotocore's emitter, so a handler whose decision needs the store returns an
+awaitable that does the store I/O and then decides (a call whose model nothing is known of still costs one
+lookup and no awaitable). No decision is left to a background task.
+
 Circuits and remembered profiles are keyed by :class:`~bedrock_hooks.quota_scope.QuotaScope` (hashed
 account, Region, model, endpoint): one account's throttling never reroutes another's calls.
 InvokeModel bodies are model-specific, so InvokeModel only falls back within one body format
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -163,8 +170,19 @@ class Router:
         """The time base of this router's state (the injected clocks of ``runtime``)."""
         return runtime.wall() if self.wall_clock else runtime.clock()
 
+    # -- store I/O, written once for both kinds of client ----------------------------------------------
+    # Each operation below that reads or writes the store is a generator of store requests
+    # ``(method name, args)``, sent each answer: the sync methods answer from :attr:`store` (blocking
+    # Redis, or in process), the ``*_async`` ones await the same method of an async store (aiobotocore
+    # clients on Redis, :class:`~bedrock_hooks.store_aio.AsyncRedisStore`). One decision, two transports.
+    def _answer(self, name: str, args: tuple[Any, ...]) -> Any:
+        return getattr(self.store, name)(*args)
+
     # -- the cheap check ---------------------------------------------------------------------------
     def _mark_hot(self, model: str, until: float, now: float, *, share: bool = True) -> None:
+        _drive(self._marking_hot(model, until, now, share), self._answer)
+
+    def _marking_hot(self, model: str, until: float, now: float, share: bool) -> Steps:
         forms = _path_forms(model)
         with self._lock:
             hot = dict(self.hot)
@@ -172,7 +190,7 @@ class Router:
                 hot[form] = max(hot.pop(form, 0.0), until)  # re-inserted: the most recently marked last
             self.hot = self._bounded(hot, now)
         if share:
-            self.store.mark_hot(forms, until, now)
+            yield "mark_hot", (forms, until, now)
 
     def _bounded(self, hot: dict[str, float], now: float) -> dict[str, float]:
         """At most :data:`_MAX_HOT` forms. In process the store knows exactly which models still have
@@ -200,10 +218,16 @@ class Router:
 
     def sync(self, now: float) -> None:
         """With a shared store: learn the fleet's hot models, at most once per :data:`HOT_SYNC` seconds."""
-        if not self.wall_clock or now < self._next_sync:
+        _drive(self._syncing(now), self._answer)
+
+    def sync_due(self, now: float) -> bool:
+        return self.wall_clock and now >= self._next_sync
+
+    def _syncing(self, now: float) -> Steps:
+        if not self.sync_due(now):
             return
         self._next_sync = now + HOT_SYNC
-        shared = self.store.hot_models(now)
+        shared = yield "hot_models", (now,)
         if any(self.hot.get(form, 0.0) < until for form, until in shared.items()):
             with self._lock:
                 hot = dict(self.hot)
@@ -214,34 +238,62 @@ class Router:
     # -- circuit breaker ------------------------------------------------------------------------
     def record_pressure(self, scope: QuotaScope, now: float) -> bool:
         """Count a throttling/unavailable error in ``scope``; True when this one opened its circuit."""
+        return _drive(self._pressing(scope, now), self._answer)
+
+    def _pressing(self, scope: QuotaScope, now: float) -> Steps:
         if self.settings.circuit_threshold <= 0 or not self.chains.get(_model_of(scope)):
             return False
         s = self.settings
-        opened, until = self.store.apply(circuit.PRESSURE, circuit.FAMILY, scope, now,
-                                         (float(s.circuit_threshold), s.circuit_window, s.circuit_cooldown),
-                                         s.circuit_window + s.circuit_cooldown)
+        opened, until = yield "apply", (circuit.PRESSURE, circuit.FAMILY, scope, now,
+                                        (float(s.circuit_threshold), s.circuit_window, s.circuit_cooldown),
+                                        s.circuit_window + s.circuit_cooldown)
         if until > now:  # opened now, or already open (perhaps by another process)
-            self._mark_hot(_model_of(scope), until, now, share=bool(opened))
+            yield from self._marking_hot(_model_of(scope), until, now, bool(opened))
         return bool(opened)
 
     def circuit_open(self, scope: QuotaScope, now: float) -> bool:
-        (until,) = self.store.apply(circuit.STATUS, circuit.FAMILY, scope, now, (),
-                                    self.settings.circuit_window + self.settings.circuit_cooldown)
+        return _drive(self._status(scope, now), self._answer)
+
+    def _status(self, scope: QuotaScope, now: float) -> Steps:
+        (until,) = yield "apply", (circuit.STATUS, circuit.FAMILY, scope, now, (),
+                                   self.settings.circuit_window + self.settings.circuit_cooldown)
         return until > now
 
     # -- inference profiles -----------------------------------------------------------------------
     def remember_profile(self, scope: QuotaScope, profile: str, now: float) -> None:
-        self.store.put_text(PROFILE_FAMILY, scope, profile, now, PROFILE_TTL)
-        self._mark_hot(_model_of(scope), now + PROFILE_TTL, now)
+        _drive(self._remembering(scope, profile, now), self._answer)
+
+    def _remembering(self, scope: QuotaScope, profile: str, now: float) -> Steps:
+        yield "put_text", (PROFILE_FAMILY, scope, profile, now, PROFILE_TTL)
+        yield from self._marking_hot(_model_of(scope), now + PROFILE_TTL, now, True)
 
     def remembered_profile(self, scope: QuotaScope, now: float) -> str | None:
         """The profile remembered for ``scope``; a use keeps its model in :attr:`hot` (re-marked hourly)."""
-        profile = self.store.get_text(PROFILE_FAMILY, scope, now, PROFILE_TTL)
+        return _drive(self._recalling(scope, now), self._answer)
+
+    def _recalling(self, scope: QuotaScope, now: float) -> Steps:
+        profile = yield "get_text", (PROFILE_FAMILY, scope, now, PROFILE_TTL)
         if profile is not None:
             model = _model_of(scope)
             if self.hot.get(model, 0.0) < now + PROFILE_TTL - REMARK_AFTER:
-                self._mark_hot(model, now + PROFILE_TTL, now)
+                yield from self._marking_hot(model, now + PROFILE_TTL, now, True)
         return profile
+
+    # -- the same operations, awaited on an async store (aiobotocore clients on Redis) ----------------
+    async def sync_async(self, aio_store: Any, now: float) -> None:
+        await _drive_async(self._syncing(now), _asking(aio_store))
+
+    async def record_pressure_async(self, aio_store: Any, scope: QuotaScope, now: float) -> bool:
+        return await _drive_async(self._pressing(scope, now), _asking(aio_store))
+
+    async def circuit_open_async(self, aio_store: Any, scope: QuotaScope, now: float) -> bool:
+        return await _drive_async(self._status(scope, now), _asking(aio_store))
+
+    async def remember_profile_async(self, aio_store: Any, scope: QuotaScope, profile: str, now: float) -> None:
+        await _drive_async(self._remembering(scope, profile, now), _asking(aio_store))
+
+    async def remembered_profile_async(self, aio_store: Any, scope: QuotaScope, now: float) -> str | None:
+        return await _drive_async(self._recalling(scope, now), _asking(aio_store))
 
     # -- alternatives -----------------------------------------------------------------------------
     def alternatives(self, model: str, operation: str) -> list[str]:
@@ -259,6 +311,38 @@ class Router:
 
 def _model_of(scope: QuotaScope) -> str:
     return scope.target.partition(":")[2]
+
+
+#: A decision that needs I/O: a generator yielding requests ``(method name, args)``, sent each answer, returning
+#: its result (see :class:`Router`).
+Steps = Generator[tuple[str, tuple[Any, ...]], Any, Any]
+
+
+def _drive(steps: Steps, answer: Callable[[str, tuple[Any, ...]], Any]) -> Any:
+    """Run ``steps`` to its result, each request answered by ``answer`` (blocking or in process)."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(answer(*request))
+    except StopIteration as done:
+        return done.value
+
+
+async def _drive_async(steps: Steps, answer: Callable[[str, tuple[Any, ...]], Awaitable[Any]],
+                       request: tuple[str, tuple[Any, ...]] | None = None) -> Any:
+    """:func:`_drive` with each answer awaited (``request``: the first one, when ``steps`` already made it)."""
+    try:
+        if request is None:
+            request = next(steps)
+        while True:
+            request = steps.send(await answer(*request))
+    except StopIteration as done:
+        return done.value
+
+
+def _asking(aio_store: Any) -> Callable[[str, tuple[Any, ...]], Awaitable[Any]]:
+    """Answers a :class:`Router` store request with the awaited method of the same name of ``aio_store``."""
+    return lambda name, args: getattr(aio_store, name)(*args)
 
 
 _routers: dict[Settings, Router] = {}
@@ -287,8 +371,15 @@ class FallbackHooks(ClientFeature):
 
     def __init__(self, client: Any, settings: Settings, runtime: Runtime) -> None:
         super().__init__(client, settings, runtime)
-        # an event loop must never wait on a blocking Redis socket: async clients keep in-process state
-        self.router = router_for(settings.replace(state_url="memory://") if self.is_async else settings)
+        self.router = router_for(settings)
+        #: An async client on a shared store: the router's store operations are awaited on this store (an event
+        #: loop must never wait on a blocking Redis socket); None: they run on :attr:`Router.store` (sync
+        #: clients; and every client with ``memory://``, whose store never blocks).
+        self.aio_store: Any = None
+        if self.is_async and self.router.wall_clock:
+            from .store_aio import aio_store_for
+
+            self.aio_store = aio_store_for(settings)
         self._operations = client.meta.service_model.operation_names
 
     def attach(self) -> None:
@@ -308,8 +399,36 @@ class FallbackHooks(ClientFeature):
         return QuotaScope(account_of(self._signer), self._current_region(request_dict), f"model:{model_id}",
                           endpoint_of(request_dict.get("url", "")))
 
+    # -- store I/O: blocking (or in process) for sync clients, awaited for async ones on Redis -----------
+    def _ask_router(self, name: str, args: tuple[Any, ...]) -> Any:
+        return getattr(self.router, name)(*args)
+
+    def _ask_router_async(self, name: str, args: tuple[Any, ...]) -> Awaitable[Any]:
+        return getattr(self.router, name + "_async")(self.aio_store, *args)
+
+    def _decide(self, steps: Steps, where: str) -> Any:
+        """The result of ``steps``. An async client on Redis: the steps run here up to their first store request;
+        none made, the result itself; else an awaitable of it (aiobotocore awaits what a handler returns on
+        ``before-call`` and ``needs-retry``), whose failure is reported and resolves to None."""
+        if self.aio_store is None:
+            return _drive(steps, self._ask_router)
+        try:
+            request = next(steps)
+        except StopIteration as done:
+            return done.value
+        return self._decided(steps, request, where)
+
+    async def _decided(self, steps: Steps, request: tuple[str, tuple[Any, ...]], where: str) -> Any:
+        try:
+            return await _drive_async(steps, self._ask_router_async, request)
+        except Exception as exc:
+            report_failure(where, exc)
+            return None
+
     # -- before-call: route new calls -----------------------------------------------------------------
-    def on_before_call(self, model: Any = None, params: Any = None, context: Any = None, **kwargs: Any) -> None:
+    def on_before_call(self, model: Any = None, params: Any = None, context: Any = None, **kwargs: Any) -> Any:
+        if self.aio_store is not None:
+            return self._on_before_call_async(model, params, context)
         try:
             router = self.router
             if router.wall_clock:
@@ -326,12 +445,45 @@ class FallbackHooks(ClientFeature):
         except Exception as exc:
             report_failure("before-call (fallbacks)", exc)
 
+    def _on_before_call_async(self, model: Any, params: Any, context: Any) -> Any:
+        """:meth:`on_before_call` of an async client on Redis: None at once for a model nothing is known of (no
+        fleet sync due), else an awaitable that reads the store, awaited, then routes as the sync path does (and
+        resolves to None: any other answer of ``before-call`` would be taken for the response)."""
+        try:
+            router = self.router
+            segment = _path_segment(params.get("url_path")) if isinstance(params, dict) else ""
+            if segment not in router.hot and not router.sync_due(router.now(self.runtime)):
+                return None  # one lookup, as on the sync path
+            return self._decide(self._routing(model, params, context), "before-call (fallbacks)")
+        except Exception as exc:
+            report_failure("before-call (fallbacks)", exc)
+            return None
+
+    def _routing(self, model: Any, params: Any, context: Any) -> Steps:
+        router = self.router
+        now = router.now(self.runtime)
+        if router.sync_due(now):
+            yield "sync", (now,)
+        hot = router.hot
+        if not hot or not isinstance(params, dict) or _path_segment(params.get("url_path")) not in hot:
+            return None
+        current = model_in_path(params.get("url_path", ""))
+        if current is None or model is None:
+            return None
+        target, reason = yield from self._preferring(self.scope(params, current), current, model.name)
+        if target != current:
+            self._move_model(params, call_state(context), current, target, reason)
+        return None
+
     def _preferred(self, scope: QuotaScope, model_id: str, operation: str) -> tuple[str, str]:
+        return _drive(self._preferring(scope, model_id, operation), self._ask_router)
+
+    def _preferring(self, scope: QuotaScope, model_id: str, operation: str) -> Steps:
         now = self.router.now(self.runtime)
-        profile = self.router.remembered_profile(scope, now) if self.settings.inference_profiles else None
+        profile = (yield "remembered_profile", (scope, now)) if self.settings.inference_profiles else None
         if profile:
             return profile, "remembered inference profile"
-        if self.router.circuit_open(scope, now):
+        if (yield "circuit_open", (scope, now)):
             alternatives = self.router.alternatives(model_id, operation)
             if alternatives:
                 return alternatives[0], "circuit open"
@@ -340,7 +492,7 @@ class FallbackHooks(ClientFeature):
 
     # -- needs-retry: reroute a call that cannot succeed where it is; say who served a rerouted one -------
     def on_needs_retry(self, attempts: int = 1, request_dict: Any = None, operation: Any = None,
-                       response: Any = None, caught_exception: Any = None, **kwargs: Any) -> int | None:
+                       response: Any = None, caught_exception: Any = None, **kwargs: Any) -> Any:
         try:
             context = request_dict.get("context") if isinstance(request_dict, dict) else None
             state = context.get(STATE_KEY) if isinstance(context, dict) else None
@@ -355,7 +507,12 @@ class FallbackHooks(ClientFeature):
             report_failure("needs-retry (fallbacks)", exc)
             return None
 
-    def _reroute(self, attempts: int, request_dict: dict[str, Any], operation: Any, state: CallState) -> int | None:
+    def _reroute(self, attempts: int, request_dict: dict[str, Any], operation: Any, state: CallState) -> Any:
+        """The retry answer (0: retry now, rerouted; None: botocore's own); for an async client on Redis whose
+        decision reads the store, an awaitable of it."""
+        return self._decide(self._rerouting(attempts, request_dict, operation, state), "needs-retry (fallbacks)")
+
+    def _rerouting(self, attempts: int, request_dict: dict[str, Any], operation: Any, state: CallState) -> Steps:
         if operation is None or operation.name not in ROUTABLE:
             return None
         entry, verdict = state.classification.entry, state.verdict
@@ -363,13 +520,13 @@ class FallbackHooks(ClientFeature):
         if current is None or entry.reroute is None:
             return None
         scope = self.scope(request_dict, current)
-        if entry.reroute == "exhausted" and self.router.record_pressure(scope, self.router.now(self.runtime)):
+        if entry.reroute == "exhausted" and (yield "record_pressure", (scope, self.router.now(self.runtime))):
             logger.warning("bedrock-hooks: circuit opened for %s in %s (%s); new calls go to its first fallback "
                            "for %ss", current, scope.region, entry.name, self.settings.circuit_cooldown)
             telemetry.circuit_changed(self, current, scope.region, "open", entry.name)
         if verdict.retry or (entry.reroute == "exhausted" and verdict.reason not in ("max-attempts", "deadline")):
             return None
-        move = self._next_move(entry, current, scope, operation.name, state, request_dict)
+        move = yield from self._next_move(entry, current, scope, operation.name, state, request_dict)
         if move is None:
             return None
         kind, target, reason = move
@@ -381,12 +538,12 @@ class FallbackHooks(ClientFeature):
         return 0
 
     def _next_move(self, entry: Entry, current: str, scope: QuotaScope, operation: str, state: CallState,
-                   request_dict: dict[str, Any]) -> tuple[str, Any, str] | None:
+                   request_dict: dict[str, Any]) -> Steps:
         tried_models = {step["from_model"] for step in state.route} | {current}
         if entry.name == "InferenceProfileRequired" and self.settings.inference_profiles:
             profile = profile_for(current, scope.region)
             if profile and profile not in tried_models:
-                self.router.remember_profile(scope, profile, self.router.now(self.runtime))
+                yield "remember_profile", (scope, profile, self.router.now(self.runtime))
                 return "model", profile, entry.name
         for alternative in self.router.alternatives(self._requested(state, current), operation):
             if alternative not in tried_models and alternative != current:

@@ -307,6 +307,27 @@ class RedisBase:
     def down(self) -> bool:
         return self.clock() < self._down_until
 
+    # -- what both stores send and read (one code path for the sync and the async client) -------------
+    @staticmethod
+    def _px(ttl: float) -> str:
+        """A TTL in milliseconds, at least one (Redis refuses 0)."""
+        return str(max(1, int(ttl * 1000)))
+
+    @staticmethod
+    def _hot_argv(models: tuple[str, ...], until: float, now: float) -> list[str]:
+        """ARGV of :data:`_LUA_MARK_HOT` (the hot set lives as long as its latest entry, at most a day)."""
+        ttl = max(1, int(min(max(until - now, 1.0), 86400.0) * 1000))
+        return [_text(until), _text(now), str(HOT_CAPACITY), str(ttl), *models]
+
+    @staticmethod
+    def _decoded(value: Any) -> Any:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    @classmethod
+    def _hot_rows(cls, rows: Any) -> dict[str, float]:
+        """``ZRANGEBYSCORE ... WITHSCORES`` rows of :data:`HOT_KEY` -> {model form: until when}."""
+        return {cls._decoded(m): float(s) for m, s in rows}
+
     def _failed(self, exc: BaseException) -> None:
         """One warning per outage; in-process state until :attr:`retry_after` seconds have passed."""
         self.failures += 1
@@ -395,8 +416,7 @@ class RedisStore(RedisBase):
         key = self.key(family, scope)
         if key is not None:
             try:
-                value = self._run("touch", _LUA_TOUCH, [key], [str(max(1, int(ttl * 1000)))])
-                return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                return self._decoded(self._run("touch", _LUA_TOUCH, [key], [self._px(ttl)]))
             except Exception as exc:
                 self._fell_back(exc)
         return self.fallback.get_text(family, scope, now, ttl)
@@ -410,7 +430,7 @@ class RedisStore(RedisBase):
             client = self._connected()
             if client is None:
                 raise _Down()
-            client.set(key, value, px=max(1, int(ttl * 1000)))
+            client.set(key, value, px=int(self._px(ttl)))
         except Exception as exc:
             self._fell_back(exc)
 
@@ -420,8 +440,7 @@ class RedisStore(RedisBase):
             client = self._connected()
             if client is None:
                 return {}
-            rows = client.zrangebyscore(HOT_KEY, _text(now), "+inf", withscores=True)
-            return {(m.decode("utf-8", "replace") if isinstance(m, bytes) else m): float(s) for m, s in rows}
+            return self._hot_rows(client.zrangebyscore(HOT_KEY, _text(now), "+inf", withscores=True))
         except Exception as exc:
             self._fell_back(exc)
             return {}
@@ -430,9 +449,7 @@ class RedisStore(RedisBase):
         if not models:
             return
         try:
-            ttl = max(1, int(min(max(until - now, 1.0), 86400.0) * 1000))
-            self._run("mark_hot", _LUA_MARK_HOT, [HOT_KEY],
-                      [_text(until), _text(now), str(HOT_CAPACITY), str(ttl), *models])
+            self._run("mark_hot", _LUA_MARK_HOT, [HOT_KEY], self._hot_argv(models, until, now))
         except Exception as exc:
             self._fell_back(exc)
 

@@ -14,8 +14,9 @@ connection pool) per running event loop: a store used from two loops (two thread
 twice) never hands one loop's connection to the other. A closed loop's client is dropped when the next
 loop connects.
 
-Only what pacing needs is async here (:meth:`apply`); circuits and remembered profiles of async clients
-stay in process (:mod:`bedrock_hooks.fallbacks`).
+Pacing uses :meth:`apply`; the fallback router (:mod:`bedrock_hooks.fallbacks`) uses :meth:`apply` for
+circuits and :meth:`get_text` / :meth:`put_text` / :meth:`hot_models` / :meth:`mark_hot` for remembered
+inference profiles and the fleet's hot models, as sync clients use the sync store's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 from . import process
 from .quota_scope import QuotaScope
-from .store import RETRY_AFTER, Operation, RedisBase, _Down, _stores, _stores_lock, _text, lua_source
+from .store import (_LUA_MARK_HOT, _LUA_TOUCH, HOT_KEY, RETRY_AFTER, Operation, RedisBase, _Down, _stores,
+                    _stores_lock, _text, lua_source)
 
 __all__ = ["AsyncRedisStore", "aio_store_for"]
 
@@ -39,7 +41,7 @@ MAX_LOOPS = 64
 
 
 class AsyncRedisStore(RedisBase):
-    """Pacing state on Redis for async clients: :meth:`apply` is awaited, never blocks the loop, never raises.
+    """Shared state on Redis for async clients: every operation is awaited, never blocks the loop, never raises.
 
     ``timeout`` bounds each socket operation (connect included), as in :class:`RedisStore`; the awaited
     operation as a whole is also bounded, at :data:`ROUND_TRIPS` x ``timeout``.
@@ -100,6 +102,15 @@ class AsyncRedisStore(RedisBase):
             script = scripts[name] = client.register_script(source)
         return await asyncio.wait_for(script(keys=keys, args=args, client=client), ROUND_TRIPS * self.timeout)
 
+    async def _command(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """One plain command (``SET``, ``ZRANGEBYSCORE``) on Redis, bounded like :meth:`_run`; raises on failure."""
+        import asyncio
+
+        connected = self._connected()
+        if connected is None:
+            raise _Down()
+        return await asyncio.wait_for(getattr(connected[0], name)(*args, **kwargs), ROUND_TRIPS * self.timeout)
+
     # -- operations --------------------------------------------------------------------------------
     async def apply(self, op: Operation, family: str, scope: QuotaScope, now: float, args: tuple[float, ...],
                     ttl: float) -> tuple[float, ...]:
@@ -113,6 +124,45 @@ class AsyncRedisStore(RedisBase):
             except Exception as exc:  # a timeout is asyncio.TimeoutError (an Exception); cancellation propagates
                 self._fell_back(exc)
         return self.fallback.apply(op, family, scope, now, args, ttl)
+
+    # -- what the fallback router needs (circuits use :meth:`apply`) ------------------------------------
+    async def get_text(self, family: str, scope: QuotaScope, now: float, ttl: float) -> str | None:
+        """:meth:`RedisStore.get_text`, awaited: the value, its TTL started again; or the fallback's."""
+        key = self.key(family, scope)
+        if key is not None:
+            try:
+                return self._decoded(await self._run("touch", _LUA_TOUCH, [key], [self._px(ttl)]))
+            except Exception as exc:
+                self._fell_back(exc)
+        return self.fallback.get_text(family, scope, now, ttl)
+
+    async def put_text(self, family: str, scope: QuotaScope, value: str, now: float, ttl: float) -> None:
+        """:meth:`RedisStore.put_text`, awaited: kept in process too, so an outage keeps what was learned."""
+        key = self.key(family, scope)
+        self.fallback.put_text(family, scope, value, now, ttl)
+        if key is None:
+            return
+        try:
+            await self._command("set", key, value, px=int(self._px(ttl)))
+        except Exception as exc:
+            self._fell_back(exc)
+
+    async def hot_models(self, now: float) -> dict[str, float]:
+        """:meth:`RedisStore.hot_models`, awaited: the fleet's hot models -> until when ({} while Redis fails)."""
+        try:
+            return self._hot_rows(await self._command("zrangebyscore", HOT_KEY, _text(now), "+inf", withscores=True))
+        except Exception as exc:
+            self._fell_back(exc)
+            return {}
+
+    async def mark_hot(self, models: tuple[str, ...], until: float, now: float) -> None:
+        """:meth:`RedisStore.mark_hot`, awaited."""
+        if not models:
+            return
+        try:
+            await self._run("mark_hot", _LUA_MARK_HOT, [HOT_KEY], self._hot_argv(models, until, now))
+        except Exception as exc:
+            self._fell_back(exc)
 
     def clear(self, *families: str) -> None:
         """Forget this process's fallback state (never the fleet's shared state)."""

@@ -230,7 +230,7 @@ def test_an_unreachable_redis_at_install_costs_nothing_but_one_warning(bad, serv
     assert len(warnings_of(caplog)) <= 1
 
 
-def test_async_clients_keep_in_process_state_an_event_loop_never_waits_on_redis(redis_server, server, fake_time):  # noqa: F811
+def test_async_clients_share_through_the_awaited_store_an_event_loop_never_waits_on_redis(redis_server, server, fake_time):  # noqa: F811
     import asyncio
 
     from _requires import require
@@ -244,9 +244,11 @@ def test_async_clients_keep_in_process_state_an_event_loop_never_waits_on_redis(
             bedrock_hooks.install(client, runtime=fake_time.runtime(), state_url=redis_server.url,
                                   fallbacks={MODEL: [FALLBACK]})
             (hooks,) = [f for f in attached_features(client) if isinstance(f, fallbacks.FallbackHooks)]
-            return hooks.router.store
+            return hooks.aio_store  # the router's state, awaited (tests/test_aio_fallbacks_shared.py)
 
-    assert isinstance(asyncio.run(scenario()), store.MemoryStore)
+    from bedrock_hooks.store_aio import AsyncRedisStore
+
+    assert isinstance(asyncio.run(scenario()), AsyncRedisStore)
     session = new_session()  # the control: a sync client of the same configuration shares through Redis
     bedrock_hooks.install(session, runtime=fake_time.runtime(), state_url=redis_server.url,
                           fallbacks={MODEL: [FALLBACK]})
