@@ -38,6 +38,8 @@ __all__ = ["AsyncRedisStore", "aio_store_for"]
 ROUND_TRIPS = 4
 #: Event loops (so client pools) one store keeps at most; the least recently made is dropped first.
 MAX_LOOPS = 64
+#: In a forked child: the parent's clients, held so that they are never collected (``_forget_connections``).
+_INHERITED: list[Any] = []
 
 
 class AsyncRedisStore(RedisBase):
@@ -58,7 +60,12 @@ class AsyncRedisStore(RedisBase):
 
     # -- one client per event loop -----------------------------------------------------------------
     def _forget_connections(self) -> None:
-        """In a forked child: the parent's sockets (and loops) are not ours to use."""
+        """In a forked child: the parent's sockets (and loops) are not ours to use, nor to close. The
+        forgotten clients stay referenced (:data:`_INHERITED`), never collected here: collecting a client
+        whose loop is still open runs its transport's close, which unregisters the socket from the loop's
+        epoll instance -- an instance the child shares with the parent, so the parent's loop stopped
+        hearing from its connection (its next read timed out)."""
+        _INHERITED.extend(self._clients.values())
         self._clients = {}
 
     def _connected(self) -> tuple[Any, dict[str, Any]] | None:

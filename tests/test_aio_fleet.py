@@ -12,6 +12,7 @@ awaited call at most a few store timeouts, during which the loop runs other task
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import subprocess
@@ -344,7 +345,8 @@ def test_a_forked_child_never_uses_its_parents_redis_connections(redis_server): 
     if pid == 0:  # the child: never return into pytest
         code = 1
         try:
-            if not aio_store._clients:  # the parent's clients (and their sockets) forgotten
+            if not aio_store._clients:  # the parent's clients (and their sockets) forgotten...
+                gc.collect()  # ...and never collected here (regression: that unregistered the parent's socket)
                 _reserve(aio_store)
                 code = 0 if aio_store.failures == 0 else 2
         finally:
