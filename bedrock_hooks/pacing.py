@@ -198,7 +198,9 @@ def reserve(state: State, cost: float, now: float, max_wait: float, config: Paci
     if s["engaged"] and s["rate"] > 0:
         slot = max(s["tat"] - config.burst, now)
         wait = max(0.0, min(slot - now, max_wait))
-        s["tat"] = max(s["tat"], now) + cost / s["rate"]
+        # a send whose wait is capped goes at now + wait: booked there, not behind a schedule it cannot keep
+        # (else the schedule runs away from the sends, and every later one waits the cap: a fleet stalled)
+        s["tat"] = min(max(s["tat"], now) + cost / s["rate"], now + wait + config.burst + cost / s["rate"])
     s["sent"] += cost
     return s, wait
 

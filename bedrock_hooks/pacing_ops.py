@@ -152,7 +152,7 @@ local function reserve(s, cost, now, max_wait, c)
   if s.engaged ~= 0 and s.rate > 0 then
     local slot = math.max(s.tat - c.burst, now)
     wait = math.max(0, math.min(slot - now, max_wait))
-    s.tat = math.max(s.tat, now) + cost / s.rate
+    s.tat = math.min(math.max(s.tat, now) + cost / s.rate, now + wait + c.burst + cost / s.rate)
   end
   s.sent = s.sent + cost
   return wait

@@ -83,7 +83,7 @@ STREAMING = frozenset({"ConverseStream", "InvokeModelWithResponseStream"})
 #: Model operations whose cost is counted in tokens (every other scope counts requests).
 TOKEN_OPERATIONS = frozenset({"Converse", "InvokeModel"}) | STREAMING
 #: Learned pacing of a token scope: Bedrock's bucket holds a minute of its quota, so may ours.
-TOKEN_CONFIG = pacing.PacingConfig(burst=60.0, min_observed=0.3, probe=0.01)
+TOKEN_CONFIG = pacing.PacingConfig(burst=60.0, min_observed=0.05, min_sample=8.0, probe=0.03)
 
 
 class Bucket:

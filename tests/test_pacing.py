@@ -280,3 +280,19 @@ def test_a_probing_scope_grows_linearly_past_the_level_that_held_and_steps_back_
     state, _ = observe(state, True, now, now + 0.01, config)  # one fresh 429, no pressure
     assert state["rate"] == state["w_max"] == pytest.approx(10 * COST * (1 - pacing.PROBE_BACK * 0.01))
     assert state["last_cut"] == now + 0.01
+
+
+def test_a_send_whose_wait_is_capped_is_booked_when_it_goes_not_behind_the_schedule():
+    """Regression (fleet storm, 8 processes): with the rate briefly at its floor, 64 clients' bookings
+    pushed the schedule minutes ahead; every later send then waited the cap (20 s) and went anyway, while
+    each booking pushed the schedule further: the fleet stalled at 42 % of the quota. A capped send goes
+    at now + cap, and is booked there."""
+    config = PacingConfig(fixed_rate=10.0, burst=1.0)  # 10 units/s
+    state, now = new_state(T0, config), T0
+    for _ in range(500):  # 50 s of bookings at once
+        state, wait = reserve(state, 1.0, now, 5.0, config)
+    assert wait == 5.0  # capped
+    assert state["tat"] <= now + 5.0 + config.burst + 0.1 + 1e-9  # the schedule is where the sends are
+    later = now + 6.0  # once the capped sends went, a new one waits at most the rest of the queue
+    state, wait = reserve(state, 1.0, later, 5.0, config)
+    assert wait == pytest.approx(0.0, abs=0.2)

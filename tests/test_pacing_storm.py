@@ -7,7 +7,7 @@ same simulated clock, with the fleet benchmark's request mix (bench/fleet_storm.
 output tokens, answers after 30 ms, 429s at once). It is harsher than the benchmark: a throttled client
 books its next request at once (no retry backoff), so the pacer's queue is always 32 deep and each rate
 change takes effect only as the queue drains. It checks, past the learning transient, what the design
-claims: the learned rate holds the quota (delivered >= 90 %) and its probing costs clearly fewer 429s
+claims: the learned rate holds the quota (delivered >= 85 %) and its probing costs clearly fewer 429s
 than CUBIC's convex growth (which overshot by half within seconds of regaining the level that held);
 a told quota costs almost none.
 """
@@ -89,16 +89,17 @@ SEEDS = (1, 2, 3, 4, 5)
 
 
 def test_the_learned_token_rate_holds_the_quota_with_fewer_429s_than_convex_probing():
-    """Past the transient the learned rate delivers >= 90 % of the quota on every seed, and its linear
+    """Past the transient the learned rate delivers >= 85 % of the quota on every seed, and its linear
     probing (a lone 429 steps back) costs clearly fewer 429s than CUBIC's convex probing on the same
-    storms. Measured when written: 3-15 % of requests answered 429 by seed (mean ~9 %) vs 16-19 %."""
+    storms. Measured when written (probe 3 %/s): 0.7-2.6 % of requests answered 429 by seed vs 16-20 %,
+    86-94 % of the quota delivered."""
     probing = [simulate(TOKEN_CONFIG, seed=seed) for seed in SEEDS]
     convex = [simulate(TOKEN_CONFIG._replace(probe=0.0), seed=seed) for seed in SEEDS]
     assert all(r["requests"] > 500 for r in probing + convex)  # the storms really ran
-    assert all(r["utilisation"] >= 0.9 for r in probing), probing
+    assert all(r["utilisation"] >= 0.85 for r in probing), probing
     mean = lambda rows: sum(r["share_429"] for r in rows) / len(rows)  # noqa: E731
     assert mean(probing) < 0.75 * mean(convex), (probing, convex)
-    assert mean(probing) <= 0.12, probing
+    assert mean(probing) <= 0.05, probing
 
 
 def test_a_told_quota_holds_it_with_few_429s():
