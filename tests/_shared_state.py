@@ -46,3 +46,26 @@ def throttle_from_two_threads(clients: list, fake_time, call) -> None:
     second.join()
     release.set()
     t.join()
+
+
+#: A sync fleet worker: ``calls`` Converse calls of one model on one hooked boto3 client (state from the
+#: environment's BEDROCK_HOOKS_STATE_URL); prints the model that served each call, or the error's name.
+WORKER = r"""
+import json, random, sys
+import boto3
+from botocore.config import Config
+import bedrock_hooks
+from bedrock_hooks.features import Runtime
+url, model, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+session = boto3.Session(region_name="us-east-1", aws_access_key_id=sys.argv[4], aws_secret_access_key=sys.argv[5])
+bedrock_hooks.install(session, runtime=Runtime(sleep=lambda s: None, rng=random.Random(1)), max_attempts=1)
+client = session.client("bedrock-runtime", endpoint_url=url, config=Config(retries={"mode": "standard"}))
+seen = []
+for _ in range(calls):
+    try:
+        out = client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+        seen.append(out.get("BedrockHooks", {}).get("served_by", {}).get("model", model))
+    except Exception as exc:
+        seen.append(type(exc).__name__)
+print(json.dumps(seen))
+"""

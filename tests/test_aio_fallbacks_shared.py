@@ -28,7 +28,7 @@ from bedrock_hooks.testing import Reply
 from _aio import aconverse, aio_botocore_time, aio_client, aiobotocore_session  # noqa: F401 (fixture)
 from _redis import _redis_session, free_port, own_redis, redis_server  # noqa: F401  (fixtures)
 from _requires import require
-from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
+from _shared_state import WORKER, fresh_shared_state  # noqa: F401  (autouse)
 from conftest import CREDS, FakeTime
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -39,27 +39,6 @@ ON_DEMAND = Reply.error(400, "ValidationException",
 CIRCUIT = {"BEDROCK_HOOKS_FALLBACKS": f"{MODEL}={FALLBACK}", "BEDROCK_HOOKS_CIRCUIT_THRESHOLD": "2"}
 
 #: A sync fleet worker in its own process: install from the environment, make ``calls`` calls, print who served them.
-WORKER = r"""
-import json, random, sys
-import boto3
-from botocore.config import Config
-import bedrock_hooks
-from bedrock_hooks.features import Runtime
-url, model, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
-session = boto3.Session(region_name="us-east-1", aws_access_key_id=sys.argv[4], aws_secret_access_key=sys.argv[5])
-bedrock_hooks.install(session, runtime=Runtime(sleep=lambda s: None, rng=random.Random(1)), max_attempts=1)
-client = session.client("bedrock-runtime", endpoint_url=url, config=Config(retries={"mode": "standard"}))
-seen = []
-for _ in range(calls):
-    try:
-        out = client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}])
-        seen.append(out.get("BedrockHooks", {}).get("served_by", {}).get("model", model))
-    except Exception as exc:
-        seen.append(type(exc).__name__)
-print(json.dumps(seen))
-"""
-
-
 def another_process(bedrock_url: str, state_url: str, calls: int = 1, **env: str) -> list[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BEDROCK_HOOKS_") or k.startswith(
         "BEDROCK_HOOKS_TEST_")}

@@ -24,34 +24,13 @@ from bedrock_hooks.quota_scope import QuotaScope
 from bedrock_hooks.testing import Reply
 from conftest import CREDS, FakeTime, converse, make_client, new_session
 from _redis import _redis_session, own_redis, redis_server  # noqa: F401  (fixtures)
-from _shared_state import fresh_shared_state  # noqa: F401  (autouse)
+from _shared_state import WORKER, fresh_shared_state  # noqa: F401  (autouse)
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 FALLBACK = "anthropic.claude-3-haiku-20240307-v1:0"
 ON_DEMAND = (f"Invocation of model ID {MODEL} with on-demand throughput isn\u2019t supported. Retry your request with "
              "the ID or ARN of an inference profile that contains this model.")
 HANG = 20.0  #: seconds after which a call still running counts as stalled (a hang detector, not a timing bound)
-
-#: One fleet worker: install with the state URL from the environment, make ``calls`` calls, print what it saw.
-WORKER = r"""
-import json, random, sys
-import boto3
-from botocore.config import Config
-import bedrock_hooks
-from bedrock_hooks.features import Runtime
-url, model, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
-session = boto3.Session(region_name="us-east-1", aws_access_key_id=sys.argv[4], aws_secret_access_key=sys.argv[5])
-bedrock_hooks.install(session, runtime=Runtime(sleep=lambda s: None, rng=random.Random(1)), max_attempts=1)
-client = session.client("bedrock-runtime", endpoint_url=url, config=Config(retries={"mode": "standard"}))
-seen = []
-for _ in range(calls):
-    try:
-        out = client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}])
-        seen.append(out.get("BedrockHooks", {}).get("served_by", {}).get("model", model))
-    except Exception as exc:
-        seen.append(type(exc).__name__)
-print(json.dumps(seen))
-"""
 
 
 def run_workers(n: int, bedrock_url: str, state_url: str, calls: int = 1, model: str = MODEL, **env: str) -> list:
