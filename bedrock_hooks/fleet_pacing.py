@@ -25,7 +25,7 @@ from .quota_scope import QuotaScope
 from .ratelimit import Bucket
 from .store import Operation, Store, store_for
 from .store_aio import aio_store_for
-from .tokens import Usage, charged
+from .tokens import Usage
 
 
 class FleetBucket(Bucket):
@@ -120,9 +120,7 @@ class FleetBucket(Bucket):
 
     def settle_usage_async(self, now: float, usage: Usage, limits: ModelLimits, booked: float) -> Awaitable[Any]:
         """:meth:`Bucket.settle_usage` for an async client."""
-        output = float(usage.output_tokens)
-        self.output_avg = output if self.output_avg <= 0 else self.output_avg + (output - self.output_avg) / 8.0
-        return self.settle_async(now, charged(usage, limits) - booked)
+        return self.settle_async(now, self._learn_output(usage, limits, booked))
 
     def on_response_async(self, now: float, throttled: bool, sent_at: float) -> Awaitable[Any]:
         """:meth:`Bucket.on_response` for an async client (``sent_at`` given: :data:`pacing.NEVER` if unknown)."""

@@ -54,8 +54,8 @@ Operations (``config`` is a :class:`PacingConfig`; all return ``(new_state, resu
         ``engage_share`` of them throttled), at ``beta`` x the measured rate, level full (``tat =
         now + burst``: the server just said it has nothing left). Engaged and ``sent_at >=
         last_cut`` (sent after the last cut: a fresh verdict): the level is set full again, and a
-        learned rate under pressure, cut at most once per ``window`` seconds, is cut to ``beta`` x
-        ``anchor(rate)``. The anchor of an upper bound ``u`` is ``min(u, max(delivered, beta**2 x
+        learned rate under pressure is cut to ``beta`` x ``anchor(rate)``, at most once per
+        ``window`` seconds unless the rate is above the delivered one. The anchor of an upper bound ``u`` is ``min(u, max(delivered, beta**2 x
         u))``: what the server *delivered* (successful answers x ``cost_avg`` per second over the
         window: under saturation that is the quota itself, where what was *sent* also counts the
         throttled requests), but at most ``beta**2`` below ``u`` (a 429 during a lull in sending says
@@ -104,7 +104,8 @@ class PacingConfig(NamedTuple):
     #: Growth past CUBIC's plateau, as a share of ``w_max`` per second (0.0: CUBIC's own convex growth). A
     #: quota is a fixed number: once the rate is back at the level that last held, probing above it
     #: quickly only buys 429s. With a probe, a lone fresh 429 (no pressure) also ends the probe: the rate
-    #: goes back to the last level that held (see :func:`observe`).
+    #: and the level that held go to :data:`PROBE_BACK` seconds of probe growth under the lower of the two
+    #: (see :func:`observe`).
     probe: float = 0.0
 
 
@@ -148,10 +149,14 @@ def _windowed(s: State, now: float, window: float, name: str) -> float:
     return s[name] + s[name + "_prev"] * overlap
 
 
+def _span(state: State, now: float, config: PacingConfig) -> float:
+    """Seconds the meter's windows cover now: a window, or the state's age if younger (at least a tenth)."""
+    return min(config.window, max(0.1 * config.window, now - state["born"]))
+
+
 def measured_rate(state: State, now: float, config: PacingConfig = DEFAULT) -> float:
     """Units/s booked over the last window (or since the state was made, if younger)."""
-    span = min(config.window, max(0.1 * config.window, now - state["born"]))
-    return max(0.0, _windowed(state, now, config.window, "sent")) / span
+    return max(0.0, _windowed(state, now, config.window, "sent")) / _span(state, now, config)
 
 
 def throttled_share(state: State, now: float, config: PacingConfig = DEFAULT) -> float:
@@ -162,9 +167,8 @@ def throttled_share(state: State, now: float, config: PacingConfig = DEFAULT) ->
 
 def delivered_rate(state: State, now: float, config: PacingConfig = DEFAULT) -> float:
     """Units/s the server admitted over the last window: successful answers x the average booked cost."""
-    span = min(config.window, max(0.1 * config.window, now - state["born"]))
     successes = _windowed(state, now, config.window, "resp") - _windowed(state, now, config.window, "thr")
-    return max(0.0, successes) * max(state["cost_avg"], 1.0) / span
+    return max(0.0, successes) * max(state["cost_avg"], 1.0) / _span(state, now, config)
 
 
 def _anchor(s: State, now: float, upper: float, config: PacingConfig) -> float:

@@ -93,9 +93,11 @@ local function windowed(s, now, window, name)
   local overlap = math.max(0, 1 - (now - s.win_start) / window)
   return s[name] + s[name .. '_prev'] * overlap
 end
+local function span(s, now, c)
+  return math.min(c.window, math.max(0.1 * c.window, now - s.born))
+end
 local function measured_rate(s, now, c)
-  local span = math.min(c.window, math.max(0.1 * c.window, now - s.born))
-  return math.max(0, windowed(s, now, c.window, 'sent')) / span
+  return math.max(0, windowed(s, now, c.window, 'sent')) / span(s, now, c)
 end
 local function throttled_share(s, now, c)
   local answers = windowed(s, now, c.window, 'resp')
@@ -103,9 +105,8 @@ local function throttled_share(s, now, c)
   return 0
 end
 local function delivered_rate(s, now, c)
-  local span = math.min(c.window, math.max(0.1 * c.window, now - s.born))
   local successes = windowed(s, now, c.window, 'resp') - windowed(s, now, c.window, 'thr')
-  return math.max(0, successes) * math.max(s.cost_avg, 1) / span
+  return math.max(0, successes) * math.max(s.cost_avg, 1) / span(s, now, c)
 end
 local function anchor(s, now, upper, c)
   return math.min(upper, math.max(delivered_rate(s, now, c), c.beta * c.beta * upper))

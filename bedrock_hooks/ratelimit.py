@@ -123,9 +123,13 @@ class Bucket:
 
     def settle_usage(self, now: float, usage: Usage, limits: ModelLimits, booked: float) -> None:
         """Book a model answer's real charge against the ``booked`` units, and learn its output size."""
+        self.settle(now, self._learn_output(usage, limits, booked))
+
+    def _learn_output(self, usage: Usage, limits: ModelLimits, booked: float) -> float:
+        """Fold the answer's output into :attr:`output_avg`; the units to settle (real charge - booked)."""
         output = float(usage.output_tokens)
         self.output_avg = output if self.output_avg <= 0 else self.output_avg + (output - self.output_avg) / 8.0
-        self.settle(now, charged(usage, limits) - booked)
+        return charged(usage, limits) - booked
 
     def on_response(self, now: float, throttled: bool, sent_at: float | None = None) -> None:
         """Adapt to one attempt's outcome; ``sent_at``: when its request was reserved (default: this
